@@ -1,0 +1,217 @@
+"""Continuous data: Gaussian input distributions over real-valued data in [-1, 1] (Graves et al., 2023, sec. 4)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bfn.flows.base import LOG_2PI, Flow, LinearSDE, as_f64, expand_like
+
+T_MIN = 1e-6  # below this BFN time the continuous data estimate is set to 0 (reference code)
+
+
+class ContinuousSDE(LinearSDE):
+    """The linear SDE of the input mean ``mu`` (Xue et al., 2024, Thm 4.1), in solver time ``t = 1 - tau``.
+
+    ``alpha_t = gamma(1 - t) = 1 - sigma_1^(2(1-t))``, ``sigma_t^2 = alpha_t (1 - alpha_t)``,
+    ``f = 2 ln(sigma_1) (1 - alpha_t) / alpha_t``, ``g^2 = -2 ln(sigma_1) (1 - alpha_t)``,
+    ``lambda_t = 0.5 ln beta(1 - t)``.
+    """
+
+    def __init__(self, sigma_1: float) -> None:
+        self.log_sigma_1 = math.log(sigma_1)
+
+    def _one_minus_alpha(self, t: Tensor) -> Tensor:
+        return torch.exp(2.0 * (1.0 - as_f64(t)) * self.log_sigma_1)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return -torch.expm1(2.0 * (1.0 - as_f64(t)) * self.log_sigma_1)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(self.alpha(t) * self._one_minus_alpha(t))
+
+    def lam(self, t: Tensor) -> Tensor:
+        return 0.5 * torch.log(torch.expm1(-2.0 * (1.0 - as_f64(t)) * self.log_sigma_1))
+
+    def t_of_lam(self, lam: Tensor) -> Tensor:
+        return 1.0 - F.softplus(2.0 * as_f64(lam)) / (-2.0 * self.log_sigma_1)
+
+    def f(self, t: Tensor) -> Tensor:
+        return 2.0 * self.log_sigma_1 * self._one_minus_alpha(t) / self.alpha(t)
+
+    def g2(self, t: Tensor) -> Tensor:
+        return -2.0 * self.log_sigma_1 * self._one_minus_alpha(t)
+
+
+class ContinuousFlow(Flow):
+    """Bayesian flow for continuous data (paper sec. 4), with the network predicting the noise.
+
+    Input distribution ``N(mu, rho^-1 I)``, prior ``mu = 0, rho = 1``; accuracy schedule
+    ``beta(tau) = sigma_1^(-2 tau) - 1``, so ``gamma(tau) = 1 - sigma_1^(2 tau)`` and the flow distribution is
+    ``mu ~ N(gamma x, gamma (1 - gamma) I)``. The network maps ``(mu, tau)`` to ``eps_hat``; the data estimate is
+    ``x_hat = mu / gamma - sqrt((1 - gamma) / gamma) eps_hat`` (0 for ``tau < 1e-6``), clipped to [-1, 1] when
+    ``clip`` is true.
+
+    Args:
+        sigma_1: standard deviation of the input distribution at ``tau = 1``, in (0, 1); e.g. 1e-3 for 8-bit images.
+        clip: clip ``x_hat`` to [-1, 1] (data must then lie in [-1, 1]); turn off for unbounded data.
+    """
+
+    kind: ClassVar[str] = "continuous"
+    input_channels = 1
+    output_channels = 1
+
+    def __init__(self, sigma_1: float = 1e-3, clip: bool = True) -> None:
+        if isinstance(sigma_1, bool) or not isinstance(sigma_1, (int, float)) or not 0.0 < sigma_1 < 1.0:
+            raise ValueError(f"sigma_1 must lie in (0, 1), got {sigma_1!r}")
+        self.sigma_1 = float(sigma_1)
+        self.clip = bool(clip)
+        self.log_sigma_1 = math.log(self.sigma_1)
+        self.sde = ContinuousSDE(self.sigma_1)
+
+    def config(self) -> dict[str, Any]:
+        return {"sigma_1": self.sigma_1, "clip": self.clip}
+
+    # ---------------------------------------------------------------------------------------------- schedule
+    def beta(self, tau: Tensor) -> Tensor:
+        """``beta(tau) = sigma_1^(-2 tau) - 1``."""
+        return torch.expm1(-2.0 * as_f64(tau) * self.log_sigma_1)
+
+    def gamma(self, tau: Tensor) -> Tensor:
+        """``gamma(tau) = beta / (1 + beta) = 1 - sigma_1^(2 tau)``."""
+        return -torch.expm1(2.0 * as_f64(tau) * self.log_sigma_1)
+
+    def precision(self, tau: Tensor) -> Tensor:
+        """Input precision ``rho(tau) = 1 + beta(tau) = sigma_1^(-2 tau)``."""
+        return torch.exp(-2.0 * as_f64(tau) * self.log_sigma_1)
+
+    # ------------------------------------------------------------------------------------------------- data
+    def check_data(self, x: Tensor, data_shape: tuple[int, ...]) -> None:
+        if not isinstance(x, Tensor):
+            raise ValueError(f"data must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(f"{self.kind} data must be a floating-point tensor, got dtype {x.dtype}")
+        self._check_shape(x, data_shape)
+        self._check_finite(x)
+        if self.clip and x.numel() and (x.min() < -1.0 or x.max() > 1.0):
+            raise ValueError(
+                f"{self.kind} data must lie in [-1, 1] (got min {x.min().item():.4g}, max {x.max().item():.4g}); "
+                "rescale it, or build the flow with clip=False for unbounded data"
+            )
+
+    # ------------------------------------------------------------------------------- Bayesian inference
+    @staticmethod
+    def bayesian_update(mu: Tensor, rho: Tensor, y: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
+        """Bayesian update of ``N(mu, 1/rho)`` by a sender sample ``y`` of accuracy ``alpha``."""
+        rho_new = rho + alpha
+        return (rho * mu + alpha * y) / rho_new, rho_new
+
+    @staticmethod
+    def sender_sample(x: Tensor, alpha: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``y ~ N(x, alpha^-1 I)``."""
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return x + noise / torch.sqrt(alpha)
+
+    def prior_state(self, batch: int, data_shape: tuple[int, ...], dtype: torch.dtype, device: Any) -> Tensor:
+        return torch.zeros((batch, *data_shape), dtype=dtype, device=device)
+
+    def flow_state(
+        self,
+        x: Tensor,
+        tau: Tensor,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """``mu ~ N(gamma x, gamma (1 - gamma) I)``."""
+        gamma = self.gamma(tau)
+        mean_coef = expand_like(gamma, x)
+        std = expand_like(torch.sqrt(gamma * (1.0 - gamma)), x)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return mean_coef * x + std * noise
+
+    def net_input(self, state: Tensor) -> Tensor:
+        return state
+
+    # ----------------------------------------------------------------------------------- output distribution
+    def x_hat(self, eps_hat: Tensor, mu: Tensor, tau: Tensor, clip: bool | None = None) -> Tensor:
+        """Data estimate from the noise prediction (0 below ``tau = 1e-6``, clipped if ``clip``)."""
+        tau = as_f64(tau, mu.device)
+        small = tau < T_MIN
+        gamma = torch.where(small, torch.ones_like(tau), self.gamma(tau))
+        scale = expand_like(torch.sqrt((1.0 - gamma) / gamma), mu)
+        x_hat = mu / expand_like(gamma, mu) - scale * eps_hat
+        x_hat = torch.where(expand_like(small, mu).bool(), torch.zeros_like(x_hat), x_hat)
+        if self.clip if clip is None else clip:
+            x_hat = x_hat.clamp(-1.0, 1.0)
+        return x_hat
+
+    def data_prediction(self, net_out: Tensor, state: Tensor, tau: Tensor) -> Tensor:
+        return self.x_hat(net_out, state, tau)
+
+    # ----------------------------------------------------------------------------------------------- losses
+    def continuous_time_loss(self, net_out: Tensor, x: Tensor, state: Tensor, tau: Tensor) -> Tensor:
+        """``-ln(sigma_1) sigma_1^(-2 tau) ||x - x_hat||^2`` per example."""
+        x_hat = self.x_hat(net_out, state, tau)
+        weight = -self.log_sigma_1 * self.precision(tau)
+        return weight.to(x.dtype) * _sq_norm(x - x_hat)
+
+    def discrete_time_loss(
+        self,
+        net_out: Tensor,
+        x: Tensor,
+        state: Tensor,
+        tau: Tensor,
+        alpha: Tensor,
+        steps: int,
+        generator: torch.Generator | None = None,
+        mc_samples: int = 1,
+    ) -> Tensor:
+        """``(n / 2) alpha_i ||x - x_hat||^2`` per example: the Gaussian sender/receiver KL is exact here."""
+        x_hat = self.x_hat(net_out, state, tau)
+        return 0.5 * steps * alpha.to(x.dtype) * _sq_norm(x - x_hat)
+
+    def reconstruction_loss(self, net_out: Tensor, x: Tensor, state: Tensor) -> Tensor:
+        """``-ln N(x; x_hat(mu, 1), sigma_1^2 I)`` per example."""
+        tau = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
+        x_hat = self.x_hat(net_out, state, tau)
+        dims = x[0].numel()
+        var = self.sigma_1**2
+        return 0.5 * _sq_norm(x - x_hat) / var + 0.5 * dims * (LOG_2PI + math.log(var))
+
+    # ------------------------------------------------------------------------------------ original sampler
+    def sampler_step(
+        self,
+        net_out: Tensor,
+        state: Tensor,
+        tau: Tensor,
+        accuracy: Tensor,
+        generator: torch.Generator | None,
+        **options: Any,
+    ) -> Tensor:
+        """Send ``y ~ N(x_hat, 1/alpha)`` and update ``mu`` (the precision is implied by ``tau``)."""
+        guess = self.sampler_guess(net_out, state, tau, generator, **options)
+        rho = expand_like(self.precision(tau), state)
+        alpha = expand_like(accuracy, state)
+        mu, _ = self.bayesian_update(state, rho, self.sender_sample(guess, alpha, generator), alpha)
+        return mu
+
+    def sampler_guess(
+        self, net_out: Tensor, state: Tensor, tau: Tensor, generator: torch.Generator | None, **options: Any
+    ) -> Tensor:
+        """The value the sender is centred on in the original sampler (the point estimate ``x_hat``)."""
+        return self.x_hat(net_out, state, tau)
+
+    def sample_output(
+        self, net_out: Tensor, state: Tensor, generator: torch.Generator | None, mode: bool = False
+    ) -> Tensor:
+        tau = torch.ones(state.shape[0], dtype=torch.float64, device=state.device)
+        return self.x_hat(net_out, state, tau)
+
+
+def _sq_norm(v: Tensor) -> Tensor:
+    """Squared Euclidean norm per example (all but the batch dimension)."""
+    return v.reshape(v.shape[0], -1).square().sum(dim=1)

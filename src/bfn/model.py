@@ -1,0 +1,204 @@
+"""``BFN``: a network plus a flow; the entry points for losses, likelihood bounds and sampling."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from bfn.flows.base import Flow, as_f64
+from bfn.time import flip_clock
+
+if TYPE_CHECKING:
+    from bfn.sampling import SampleOutput
+
+
+class BFN(nn.Module):
+    """A Bayesian Flow Network: a network ``net(params, tau)`` and the :class:`~bfn.flows.Flow` of a data kind.
+
+    Network contract (per flow, ``S = data_shape``):
+
+    ============================  =========================  ============================================
+    flow                          network input              network output
+    ============================  =========================  ============================================
+    ``ContinuousFlow``            mean ``mu``, ``(B, *S)``   noise prediction ``eps_hat``, ``(B, *S)``
+    ``DiscretisedFlow``           mean ``mu``, ``(B, *S)``   ``(mu_eps, log sigma_eps)``, ``(B, *S, 2)``
+    ``DiscreteFlow``              ``theta``, ``(B, *S, K)``  logits, ``(B, *S, K)``
+    ============================  =========================  ============================================
+
+    and ``tau`` of shape ``(B,)`` in the input's dtype (BFN time: 0 = prior, 1 = data).
+
+    Args:
+        net: any ``nn.Module`` (or callable) of the contract above.
+        flow: the data kind's flow.
+        data_shape: shape of one example, without the batch (and, for discrete data, the class) dimension.
+        dtype: floating dtype for discrete states when the network has no parameters to infer it from.
+    """
+
+    def __init__(
+        self, net: nn.Module, flow: Flow, data_shape: tuple[int, ...] | int, dtype: torch.dtype | None = None
+    ) -> None:
+        super().__init__()
+        if not isinstance(flow, Flow):
+            raise ValueError(f"flow must be a bfn Flow (ContinuousFlow, ...), got {type(flow).__name__}")
+        shape = (data_shape,) if isinstance(data_shape, int) else tuple(int(d) for d in data_shape)
+        if not shape or any(d < 1 for d in shape):
+            raise ValueError(f"data_shape must be a non-empty tuple of positive sizes, got {data_shape!r}")
+        self.net = net
+        self.flow = flow
+        self.data_shape = shape
+        self._dtype = dtype
+
+    # ----------------------------------------------------------------------------------------------- basics
+    @property
+    def num_dims(self) -> int:
+        """Number of data elements per example (``prod(data_shape)``)."""
+        return math.prod(self.data_shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the network (parameters), or the default dtype."""
+        if self._dtype is not None:
+            return self._dtype
+        for tensor in self._tensors():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self._tensors():
+            return tensor.device
+        return torch.device("cpu")
+
+    def _tensors(self):
+        if isinstance(self.net, nn.Module):
+            yield from self.net.parameters()
+            yield from self.net.buffers()
+
+    def state_dtype(self, x: Tensor | None = None) -> torch.dtype:
+        """The floating dtype of states: the data's own for continuous data, else the network's."""
+        if x is not None and x.is_floating_point():
+            return x.dtype
+        return self.dtype
+
+    def call_net(self, state: Tensor, tau: Tensor) -> Tensor:
+        """Run the network on a state at BFN times ``tau`` (shape ``(B,)`` or scalar) and check its output."""
+        inputs = self.flow.net_input(state)
+        batch = state.shape[0]
+        tau = as_f64(tau, state.device)
+        if tau.ndim == 0:
+            tau = tau.expand(batch)
+        out = self.net(inputs, tau.to(inputs.dtype))
+        expected = (batch, *self.flow.output_shape(self.data_shape))
+        if not isinstance(out, Tensor) or tuple(out.shape) != expected:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"network returned shape {got}; expected {expected} for {type(self.flow).__name__}"
+            )
+        return out
+
+    def denoise(self, state: Tensor, t: Tensor | float) -> Tensor:
+        """Data prediction ``x0_hat`` in state space at *solver* time ``t`` (one network call)."""
+        tau = flip_clock(as_f64(t, state.device))
+        return self.flow.data_prediction(self.call_net(state, tau), state, tau)
+
+    def _check(self, x: Tensor) -> None:
+        self.flow.check_data(x, self.data_shape)
+
+    @staticmethod
+    def _check_steps(steps: int | None) -> None:
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"steps must be an integer >= 1 (or None for continuous time), got {steps!r}")
+
+    # ----------------------------------------------------------------------------------------------- losses
+    def loss_per_example(
+        self,
+        x: Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        mc_samples: int = 1,
+    ) -> Tensor:
+        """Single-sample estimate of ``L_inf(x)`` (``steps=None``) or ``L_n(x)`` in nats per example, ``(B,)``.
+
+        Each example gets its own time: ``tau ~ U(0, 1)``, or ``i ~ U{1..n}`` and ``tau = (i - 1)/n``.
+        """
+        self._check(x)
+        self._check_steps(steps)
+        batch, device = x.shape[0], x.device
+        dtype = self.state_dtype(x)
+        u = torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
+        if steps is None:
+            tau = u
+        else:
+            i = torch.floor(u * steps).clamp(max=steps - 1)  # i - 1 in {0, .., n - 1}
+            tau = i / steps
+            alpha = self.flow.step_accuracies(steps).to(device)[i.long()]
+        state = self.flow.flow_state(x, tau, generator, dtype=dtype)
+        out = self.call_net(state, tau)
+        if steps is None:
+            return self.flow.continuous_time_loss(out, x, state, tau)
+        return self.flow.discrete_time_loss(
+            out, x, state, tau, alpha, steps, generator, mc_samples=mc_samples
+        )
+
+    def loss(self, x: Tensor, steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Training loss: ``L_inf`` (or ``L_n`` with ``steps=n``) in nats per data element, averaged over the batch."""
+        return self.loss_per_example(x, steps, generator).mean() / self.num_dims
+
+    forward = loss
+
+    def reconstruction_loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``L_r(x) = -E log p_O(x | params, 1)``, one Monte-Carlo sample, nats per example ``(B,)``."""
+        self._check(x)
+        tau = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
+        state = self.flow.flow_state(x, tau, generator, dtype=self.state_dtype(x))
+        return self.flow.reconstruction_loss(self.call_net(state, tau), x, state)
+
+    def nll(
+        self,
+        x: Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        samples: int = 1,
+        mc_samples: int = 1,
+    ) -> Tensor:
+        """Upper bound on ``-log p(x)`` in nats per example: ``L_inf + L_r`` or ``L_n + L_r``, shape ``(B,)``.
+
+        An unbiased Monte-Carlo estimate; ``samples`` averages that many draws of the time (and flow) per example,
+        ``mc_samples`` that many sender samples inside the n-step KL. Use :func:`bfn.bits_per_dim` to convert.
+        """
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+        total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        for _ in range(samples):
+            loss = self.loss_per_example(x, steps, generator, mc_samples=mc_samples)
+            total += (loss + self.reconstruction_loss(x, generator)).to(torch.float64)
+        return total / samples
+
+    # --------------------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        sampler: str = "bfn",
+        steps: int = 100,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> SampleOutput:
+        """Draw ``num_samples`` samples with a registered sampler (see :data:`bfn.sampling.SAMPLERS`).
+
+        Returns a :class:`~bfn.sampling.SampleOutput` with ``samples`` (continuous: floats in [-1, 1];
+        discretised: bin centres; discrete: class indices) and ``nfe``, the network calls actually made.
+        """
+        from bfn.sampling import sample
+
+        return sample(self, num_samples, sampler=sampler, steps=steps, generator=generator, **options)
+
+
+def bits_per_dim(nll: Tensor | float, data_shape: tuple[int, ...] | int) -> Tensor | float:
+    """Convert an NLL in nats per example to bits per data element (bits/dim, or bits/char for text)."""
+    dims = data_shape if isinstance(data_shape, int) else math.prod(data_shape)
+    return nll / (dims * math.log(2.0))
