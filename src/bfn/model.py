@@ -95,9 +95,7 @@ class BFN(nn.Module):
         expected = (batch, *self.flow.output_shape(self.data_shape))
         if not isinstance(out, Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
-                f"network returned shape {got}; expected {expected} for {type(self.flow).__name__}"
-            )
+            raise ValueError(f"network returned shape {got}; expected {expected} for {type(self.flow).__name__}")
         return out
 
     def denoise(self, state: Tensor, t: Tensor | float) -> Tensor:
@@ -140,9 +138,7 @@ class BFN(nn.Module):
         out = self.call_net(state, tau)
         if steps is None:
             return self.flow.continuous_time_loss(out, x, state, tau)
-        return self.flow.discrete_time_loss(
-            out, x, state, tau, alpha, steps, generator, mc_samples=mc_samples
-        )
+        return self.flow.discrete_time_loss(out, x, state, tau, alpha, steps, generator, mc_samples=mc_samples)
 
     def loss(self, x: Tensor, steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Training loss: ``L_inf`` (or ``L_n`` with ``steps=n``) in nats per data element, averaged over the batch."""

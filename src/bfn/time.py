@@ -50,9 +50,7 @@ def time_grid(
         if not torch.isfinite(ts).all() or (ts < 0).any() or (ts > 1).any():
             raise ValueError("explicit grid must hold finite solver times in [0, 1]")
         if not (ts[1:] < ts[:-1]).all():
-            raise ValueError(
-                "explicit grid must be strictly decreasing in solver time t (from noise to data)"
-            )
+            raise ValueError("explicit grid must be strictly decreasing in solver time t (from noise to data)")
         return ts
     if not 0.0 < eta < 1.0:
         raise ValueError(f"eta must lie in (0, 1), got {eta!r}")

@@ -63,12 +63,7 @@ class DiscreteFlow(Flow):
     def __init__(self, num_classes: int, beta_1: float = 3.0) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer K >= 2, got {num_classes!r}")
-        if (
-            isinstance(beta_1, bool)
-            or not isinstance(beta_1, (int, float))
-            or not beta_1 > 0
-            or math.isinf(beta_1)
-        ):
+        if isinstance(beta_1, bool) or not isinstance(beta_1, (int, float)) or not beta_1 > 0 or math.isinf(beta_1):
             raise ValueError(f"beta_1 must be a finite number > 0, got {beta_1!r}")
         self.num_classes = num_classes
         self.beta_1 = float(beta_1)
@@ -93,14 +88,11 @@ class DiscreteFlow(Flow):
                 f"discrete data must be integer class indices, got non-integer dtype {x.dtype} (use x.long())"
             )
         if x.dtype == torch.bool:
-            raise ValueError(
-                "discrete data must be integer class indices, got dtype torch.bool (use x.long())"
-            )
+            raise ValueError("discrete data must be integer class indices, got dtype torch.bool (use x.long())")
         self._check_shape(x, data_shape)
         if x.numel() and (x.min() < 0 or x.max() >= self.num_classes):
             raise ValueError(
-                f"class indices must lie in [0, {self.num_classes}) (got min {x.min().item()}, "
-                f"max {x.max().item()})"
+                f"class indices must lie in [0, {self.num_classes}) (got min {x.min().item()}, max {x.max().item()})"
             )
 
     # ------------------------------------------------------------------------------- Bayesian inference
@@ -190,9 +182,7 @@ class DiscreteFlow(Flow):
         var = a * k  # (B, 1.., 1)
         # means of coordinate d under class j: a (K [d == j] - 1)  -> matrix (K_d, K_j)
         means = a.unsqueeze(-1) * (k * torch.eye(k, dtype=y.dtype, device=y.device) - 1.0)
-        log_n = (
-            -0.5 * (y.unsqueeze(-1) - means).square() / var.unsqueeze(-1)
-        )  # (..., d, j), shared consts dropped
+        log_n = -0.5 * (y.unsqueeze(-1) - means).square() / var.unsqueeze(-1)  # (..., d, j), shared consts dropped
         log_receiver = torch.logsumexp(log_e_hat.unsqueeze(-2) + log_n, dim=-1).sum(-1)
         sender_means = self.sender_mean(x, a, y.dtype)
         log_sender = (-0.5 * (y - sender_means).square() / var).sum(-1)

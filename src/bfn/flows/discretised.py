@@ -129,9 +129,7 @@ class DiscretisedFlow(ContinuousFlow):
             y = self.sender_sample(x, a, generator)
             # log N(y; c, 1/a) up to the shared constant, which cancels between sender and receiver
             log_sender = -0.5 * a * (y - x).square()
-            log_receiver = torch.logsumexp(
-                log_probs - 0.5 * a.unsqueeze(-1) * (y.unsqueeze(-1) - centres).square(), -1
-            )
+            log_receiver = torch.logsumexp(log_probs - 0.5 * a.unsqueeze(-1) * (y.unsqueeze(-1) - centres).square(), -1)
             total = total + (log_sender - log_receiver).reshape(x.shape[0], -1).sum(1)
         return steps * total / mc_samples
 
@@ -153,9 +151,7 @@ class DiscretisedFlow(ContinuousFlow):
         return self._draw_centres(probs, generator)
 
     def _draw_centres(self, probs: Tensor, generator: torch.Generator | None) -> Tensor:
-        idx = torch.multinomial(probs.reshape(-1, self.num_bins), 1, generator=generator).reshape(
-            probs.shape[:-1]
-        )
+        idx = torch.multinomial(probs.reshape(-1, self.num_bins), 1, generator=generator).reshape(probs.shape[:-1])
         return self.bin_centres(probs.dtype, probs.device)[idx]
 
     def sample_output(
