@@ -1,0 +1,16 @@
+# The two commands of the README. Each sets itself up (a virtual environment in .venv) first.
+.PHONY: demo test lint setup
+
+demo:
+	bash scripts/setup.sh
+	.venv/bin/bfn demo --out runs/demo
+
+test:
+	bash scripts/setup.sh dev
+	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/ruff format --check src tests benchmarks
+	.venv/bin/python -m pytest -n 2 -p no:cacheprovider
+
+lint:
+	.venv/bin/ruff check --fix src tests benchmarks
+	.venv/bin/ruff format src tests benchmarks
