@@ -1,0 +1,168 @@
+"""Data bundle, errors, item datasets and the scaling of raw values to the range a flow expects.
+
+Scaling per data kind (``L`` raw grey levels ``v = 0 .. L - 1``, ``K`` bins or classes):
+
+- continuous: ``x = v / (L - 1) * 2 - 1`` in [-1, 1], float32;
+- discretised: bin index ``k = floor(v * K / L)`` (clamped to ``K - 1``), value = bin centre
+  ``(k + 0.5) * 2 / K - 1``, float32;
+- discrete: int64 class indices in [0, K) (binarised images: K = 2; text: K = 27).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = [
+    "KINDS",
+    "DataBundle",
+    "DataUnavailableError",
+    "DynamicBinarized",
+    "Kind",
+    "LevelImages",
+    "Scaling",
+    "TensorItems",
+    "binarize_once",
+    "bins_to_centres",
+    "cache_dir",
+    "split_indices",
+    "values_to_bins",
+]
+
+Kind = Literal["continuous", "discretised", "discrete"]
+KINDS: tuple[Kind, ...] = ("continuous", "discretised", "discrete")
+
+
+class DataUnavailableError(FileNotFoundError):
+    """A data source is not installed or not found; the message says how to install it or where to point."""
+
+
+@dataclass
+class DataBundle:
+    """Train/validation/test splits of one data set, scaled for a flow of the given kind.
+
+    Attributes:
+        train, val, test: datasets whose items are single tensors of shape ``data_shape``: float32 in [-1, 1]
+            (continuous; discretised values are bin centres) or int64 class indices in [0, K) (discrete).
+        data_shape: shape of one item, e.g. ``(1, 28, 28)``, ``(256,)`` or ``(2,)``.
+        kind: ``"continuous"``, ``"discretised"`` or ``"discrete"``.
+        num_classes: K for discrete data, else ``None``.
+        num_bins: number of bins for discretised data, else ``None``.
+        info: description: ``name``, ``source`` (path or package), ``sizes`` per split, and source specifics.
+        labels: class labels per split (int64, aligned with the items) where the source has them, else ``None``.
+    """
+
+    train: Dataset[Tensor]
+    val: Dataset[Tensor]
+    test: Dataset[Tensor]
+    data_shape: tuple[int, ...]
+    kind: Kind
+    num_classes: int | None = None
+    num_bins: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, Tensor] | None = None
+
+
+def cache_dir() -> Path:
+    """Directory for converted data: ``$BFN_CACHE`` if set, else ``~/.cache/bfn`` (not created here)."""
+    env = os.environ.get("BFN_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "bfn"
+
+
+def values_to_bins(values: Tensor, num_levels: int, num_bins: int) -> Tensor:
+    """Re-quantise integer levels ``0 .. num_levels - 1`` to bin indices ``floor(v * K / L)`` in [0, K), int64."""
+    return torch.clamp((values.long() * num_bins) // num_levels, 0, num_bins - 1)
+
+
+def bins_to_centres(indices: Tensor, num_bins: int) -> Tensor:
+    """Bin centres ``(k + 0.5) * 2 / K - 1`` in (-1, 1) of bin indices ``k``, float32."""
+    return (indices.to(torch.float32) + 0.5) * (2.0 / num_bins) - 1.0
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Maps raw integer levels ``0 .. num_levels - 1`` to the values a flow of ``kind`` expects.
+
+    Discrete scaling thresholds the intensity ``v / (L - 1)`` at 1/2 (static binarisation, K = 2).
+    """
+
+    kind: Kind
+    num_levels: int
+    num_bins: int | None = None
+
+    def __call__(self, levels: Tensor) -> Tensor:
+        """Scale a tensor of raw levels (any shape)."""
+        if self.kind == "continuous":
+            return levels.to(torch.float32) * (2.0 / (self.num_levels - 1)) - 1.0
+        if self.kind == "discretised":
+            assert self.num_bins is not None
+            return bins_to_centres(values_to_bins(levels, self.num_levels, self.num_bins), self.num_bins)
+        return (2 * levels.long() >= self.num_levels - 1).long()
+
+
+class TensorItems(Dataset[Tensor]):
+    """Items are the rows ``data[i]`` of a tensor already in the flow's range."""
+
+    def __init__(self, data: Tensor) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.data[index]
+
+
+class LevelImages(Dataset[Tensor]):
+    """Images kept as raw integer levels (compact, e.g. uint8) and scaled per item by a :class:`Scaling`."""
+
+    def __init__(self, levels: Tensor, scaling: Scaling) -> None:
+        self.levels = levels
+        self.scaling = scaling
+
+    def __len__(self) -> int:
+        return self.levels.shape[0]
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.scaling(self.levels[index])
+
+
+class DynamicBinarized(Dataset[Tensor]):
+    """Dynamically binarised images: every access draws ``Bernoulli(v / (L - 1))`` per pixel, int64 in {0, 1}.
+
+    Draws use torch's default random generator, so a run seeded with ``torch.manual_seed`` (and DataLoader
+    workers, which derive their seeds from it) is reproducible.
+    """
+
+    def __init__(self, levels: Tensor, num_levels: int) -> None:
+        self.levels = levels
+        self.num_levels = num_levels
+
+    def __len__(self) -> int:
+        return self.levels.shape[0]
+
+    def __getitem__(self, index: int) -> Tensor:
+        probs = self.levels[index].to(torch.float32) / (self.num_levels - 1)
+        return torch.bernoulli(probs).long()
+
+
+def binarize_once(levels: Tensor, num_levels: int, seed: int) -> Tensor:
+    """One fixed Bernoulli binarisation of raw levels with its own seeded generator, int64 in {0, 1}."""
+    generator = torch.Generator().manual_seed(seed)
+    probs = levels.to(torch.float32) / (num_levels - 1)
+    return torch.bernoulli(probs, generator=generator).long()
+
+
+def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[Tensor]:
+    """Shuffle ``range(n)`` with ``seed`` and cut it into consecutive parts of the given sizes (summing to n)."""
+    if sum(sizes) != n or any(s < 0 for s in sizes):
+        raise ValueError(f"split sizes {list(sizes)} do not partition {n} items")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return list(torch.split(perm, list(sizes)))

@@ -1,0 +1,189 @@
+"""Tests for the reference networks: the shape contract, dtypes, initialisation, gradients and the registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from bfn.nets import MLP, NETS, Transformer, UNet, build_net, sinusoidal_embedding
+
+SMALL: dict[str, dict[str, Any]] = {
+    "mlp": {"hidden": 32, "depth": 2, "time_dim": 16},
+    "unet": {"base": 16, "channel_mults": (1, 2), "num_res_blocks": 1},
+    "transformer": {"width": 32, "depth": 2, "heads": 4},
+}
+
+# (net, data_shape, in_channels, out_channels, extra options)
+CASES: list[tuple[str, tuple[int, ...], int, int, dict[str, Any]]] = [
+    ("mlp", (2,), 1, 1, {}),
+    ("mlp", (2,), 1, 2, {}),
+    ("mlp", (1, 8, 8), 1, 1, {}),
+    ("mlp", (1, 8, 8), 1, 2, {}),
+    ("mlp", (1, 8, 8), 2, 2, {"layer_norm": True}),
+    ("unet", (1, 8, 8), 1, 1, {}),
+    ("unet", (1, 8, 8), 2, 2, {}),
+    ("unet", (1, 28, 28), 1, 2, {}),
+    ("unet", (1, 28, 28), 2, 2, {"channel_mults": (1, 2, 2)}),
+    ("unet", (3, 32, 32), 1, 1, {"attention_resolutions": (16,)}),
+    ("unet", (3, 32, 32), 1, 2, {"channel_mults": (1, 2, 2, 2), "attention_heads": 2}),
+    ("transformer", (16,), 27, 27, {}),
+    ("transformer", (16,), 1, 2, {}),
+]
+
+
+def make(name: str, shape: tuple[int, ...], cin: int, cout: int, extra: dict[str, Any]) -> nn.Module:
+    return build_net(name, shape, cin, cout, **{**SMALL[name], **extra})
+
+
+def random_inputs(shape: tuple[int, ...], cin: int, batch: int = 3, dtype: torch.dtype = torch.float32) -> Tensor:
+    if cin > 1:
+        return torch.softmax(torch.randn(batch, *shape, cin, dtype=dtype), dim=-1)
+    return torch.rand(batch, *shape, dtype=dtype) * 2 - 1
+
+
+def expected_shape(batch: int, shape: tuple[int, ...], channels: int) -> tuple[int, ...]:
+    return (batch, *shape, channels) if channels > 1 else (batch, *shape)
+
+
+def case_id(case: tuple[Any, ...]) -> str:
+    name, shape, cin, cout, extra = case
+    return f"{name}-{'x'.join(map(str, shape))}-{cin}to{cout}" + ("-" + "-".join(extra) if extra else "")
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_output_shape_and_zero_init(case: tuple[Any, ...]) -> None:
+    name, shape, cin, cout, extra = case
+    net = make(name, shape, cin, cout, extra)
+    out = net(random_inputs(shape, cin), torch.rand(3))
+    assert out.shape == expected_shape(3, shape, cout)
+    assert out.dtype == torch.float32
+    assert torch.count_nonzero(out) == 0, "a fresh network must predict zeros (eps = 0 / uniform logits)"
+
+
+@pytest.mark.parametrize("case", [CASES[4], CASES[6], CASES[11]], ids=case_id)
+def test_float64(case: tuple[Any, ...]) -> None:
+    name, shape, cin, cout, extra = case
+    net = make(name, shape, cin, cout, extra).double()
+    nn.init.normal_(output_layer(net).weight)
+    x = random_inputs(shape, cin, dtype=torch.float64)
+    out = net(x, torch.rand(3, dtype=torch.float64))
+    assert out.dtype == torch.float64 and out.shape == expected_shape(3, shape, cout)
+    assert torch.isfinite(out).all()
+    # a float32 network given float64 inputs and a float32 t computes in float32 and answers in float64
+    net32 = make(name, shape, cin, cout, extra)
+    out32 = net32(x, torch.rand(3, dtype=torch.float32))
+    assert out32.dtype == torch.float64
+
+
+def test_float32_net_accepts_float64_time() -> None:
+    net = MLP((2,), 1, 1, hidden=16, depth=1, time_dim=8)
+    out = net(torch.zeros(4, 2), torch.rand(4, dtype=torch.float64))
+    assert out.dtype == torch.float32
+
+
+def output_layer(net: nn.Module) -> nn.Conv2d | nn.Linear:
+    if isinstance(net, UNet):
+        return net.out_conv
+    assert isinstance(net, MLP | Transformer)
+    return net.head
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[6], CASES[9], CASES[11]], ids=case_id)
+def test_gradients_reach_every_layer(case: tuple[Any, ...]) -> None:
+    name, shape, cin, cout, extra = case
+    net = make(name, shape, cin, cout, extra)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x = random_inputs(shape, cin)
+    target = torch.randn(expected_shape(3, shape, cout))
+    for _ in range(2):  # the zero output layer blocks gradients upstream until it has taken one step
+        opt.zero_grad()
+        loss = (net(x, torch.rand(3)) - target).square().mean()
+        loss.backward()
+        opt.step()
+    for module_name, module in net.named_modules():
+        params = list(module.parameters(recurse=False))
+        if params:
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params), module_name
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[6], CASES[11]], ids=case_id)
+def test_output_depends_on_time(case: tuple[Any, ...]) -> None:
+    name, shape, cin, cout, extra = case
+    net = make(name, shape, cin, cout, extra)
+    nn.init.normal_(output_layer(net).weight)
+    x = random_inputs(shape, cin, batch=1).repeat_interleave(2, dim=0)
+    out = net(x, torch.tensor([0.1, 0.9]))
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_scalar_time_is_broadcast() -> None:
+    net = MLP((2,), 1, 1, hidden=16, depth=1, time_dim=8)
+    nn.init.normal_(net.head.weight)
+    x = torch.randn(5, 2)
+    torch.testing.assert_close(net(x, torch.tensor(0.3)), net(x, torch.full((5,), 0.3)))
+
+
+def test_batch_elements_are_independent() -> None:
+    net = make(*CASES[6])
+    nn.init.normal_(net.out_conv.weight)
+    x, t = random_inputs((1, 8, 8), 2, batch=4), torch.rand(4)
+    torch.testing.assert_close(net(x, t)[1:2], net(x[1:2], t[1:2]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "cin", "bad"),
+    [("mlp", (2,), 1, (3, 2, 1)), ("unet", (1, 8, 8), 2, (3, 1, 8, 8)), ("transformer", (16,), 27, (3, 16, 26))],
+)
+def test_wrong_input_shape_is_a_value_error(name: str, shape: tuple[int, ...], cin: int, bad: tuple[int, ...]) -> None:
+    net = make(name, shape, cin, cin, {})
+    with pytest.raises(ValueError, match="expected inputs of shape"):
+        net(torch.zeros(bad), torch.rand(3))
+
+
+def test_wrong_time_shape_is_a_value_error() -> None:
+    net = MLP((2,), 1, 1, hidden=16, depth=1, time_dim=8)
+    with pytest.raises(ValueError, match="t must have shape"):
+        net(torch.zeros(3, 2), torch.rand(2))
+
+
+def test_unet_rejects_non_image_shape() -> None:
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        UNet((8, 8), 1, 1)
+
+
+def test_build_net_registry() -> None:
+    assert set(NETS) == {"mlp", "unet", "transformer"}
+    assert isinstance(build_net("mlp", (2,), 1, 1, hidden=8), MLP)
+    with pytest.raises(ValueError, match="mlp, transformer, unet"):
+        build_net("resnet", (2,), 1, 1)  # type: ignore[arg-type]
+
+
+def test_sinusoidal_embedding() -> None:
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    emb = sinusoidal_embedding(t, 7)
+    assert emb.shape == (3, 7) and emb.dtype == torch.float64
+    torch.testing.assert_close(emb[0, :3], torch.ones(3, dtype=torch.float64))  # cos(0)
+    assert torch.all(emb[:, -1] == 0)  # odd dim padding
+    assert not torch.allclose(emb[1], emb[2])
+
+
+def test_mlp_under_torch_compile() -> None:
+    dynamo = pytest.importorskip("torch._dynamo")
+    if not dynamo.is_dynamo_supported():
+        pytest.skip("torch.compile is not supported on this platform")
+    net = MLP((2,), 1, 2, hidden=16, depth=2, time_dim=8)
+    nn.init.normal_(net.head.weight)
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
+    x, t = torch.randn(4, 2), torch.rand(4, dtype=torch.float64)
+    out = compiled(x, t)
+    torch.testing.assert_close(out, net(x, t))
+    out.sum().backward()
+    assert net.body[0].weight.grad is not None
