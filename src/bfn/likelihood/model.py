@@ -1,0 +1,368 @@
+"""PF-ODE likelihood bound and WKB correction of a BFN model (Hirono et al., ICML 2024, applied to BFN).
+
+A BFN's fast deterministic samplers solve the probability-flow ODE of the linear SDE of its input parameters (the
+*state*: the mean ``mu`` for continuous / discretised data, the logits ``y`` for discrete data; Xue et al., 2024) in
+solver time ``t = 1 - tau``, started from a Gaussian at ``t_max = 1 - eta``. With the data prediction ``x0_hat``
+the score is ``s = -(state - alpha_t x0_hat) / sigma_t^2``. The ODE defines a density ``l_0`` of the state at the
+data end (``t = 0``, ``tau = 1``), which is turned into a bound on the data likelihood with an encoder ``r`` (the
+SDE marginal at ``t = 0``, i.e. the Bayesian flow distribution at ``tau = 1``) and a decoder ``p_dec``:
+
+    log P(x) >= E_{z ~ r(.|x)} [ l_0(z) + log p_dec(x | z) - log r(z | x) ].
+
+* continuous (real-valued data): ``r = N(gamma_0 x, gamma_0 (1 - gamma_0) I)``, ``gamma_0 = 1 - sigma_1^2``, and
+  the Bayes-consistent Gaussian decoder ``N(x; z / gamma_0, (1 - gamma_0) / gamma_0 I)``, for which
+  ``log p_dec - log r = D log gamma_0`` exactly: ``log p(x) >= E_r[l_0(z)] + D log gamma_0`` (a density in nats).
+* discretised: the same ``r`` centred at the bin centre, and the discretised output distribution
+  ``p_O(x | mu, tau = 1)`` as decoder: a bound on the probability of the bins.
+* discrete: ``r = N(beta_1 (K e_x - 1), K beta_1 I)`` per variable and the output distribution
+  ``p_O(x | theta(y), tau = 1)`` as decoder: a bound on the probability of the classes. With an exact network the
+  bound is exact with zero variance (Bayes: ``P(x) r(y|x) = q(y) P(x|y)``).
+
+Assumptions: the data prediction is used *unclipped* (``x_hat`` is not clipped to [-1, 1] here, whatever
+``flow.clip`` says, because clipping breaks the score / ODE identities); ``eta`` must be at least the flow's
+``tau < 1e-6`` cut-off; the prior at ``t_max`` is ``N(0, sigma_{t_max}^2 I)`` (continuous
+``N(0, gamma_eta (1 - gamma_eta) I)``, discrete ``N(0, K beta_1 eta^2 I)``), the initial distribution of the
+BFN-Solver samplers, so the result is the likelihood of the model those samplers draw from with the same ``eta``.
+The network runs in its own dtype (float32 nets are fed float32 inputs); the ODE state, the schedules and all
+sums are float64. Put the network in eval mode first (dropout would make the ODE random).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from bfn.flows.base import LOG_2PI, Flow, as_f64, expand_like
+from bfn.flows.continuous import T_MIN
+from bfn.likelihood.ode import SolverName
+from bfn.likelihood.pf_ode import LogDensityFn, ODELogDensity, ScoreFn, TraceMethod, Variable, pf_ode_logp
+from bfn.likelihood.sdes import GaussianPrior
+from bfn.likelihood.wkb import WKBResult, check_wkb_dim, wkb_first_order
+from bfn.model import BFN
+from bfn.time import flip_clock
+
+Prior = Literal["gaussian"] | Callable[[Tensor], Tensor]
+"""``"gaussian"`` (``N(0, sigma_{t_max}^2 I)``) or a log-density of the state at ``t_max``: ``(B, *state) -> (B,)``."""
+
+DEFAULT_ETA = 1e-3
+"""Default truncation: the ODE runs from ``t = 0`` to ``t_max = 1 - eta``.
+
+Pass the ``eta`` of the sampler whose model you evaluate. The Gaussian prior at ``t_max`` ignores the signal
+``alpha_{t_max} x0``; its relative size ``exp(lambda_{t_max})`` is ``sqrt(-2 eta ln sigma_1)`` for continuous and
+discretised data (0.12 for ``sigma_1 = 1e-3``, ``eta = 1e-3``; 0.26 at the CIFAR setting ``eta = 1e-2``) and
+``eta sqrt(beta_1 / K)`` for discrete data (negligible at ``1e-3``).
+"""
+
+
+@dataclass
+class LikelihoodResult:
+    """Per-example PF-ODE bound on the negative log-likelihood.
+
+    Attributes:
+        nll: ``-E_r[l_0 + log p_dec - log r]`` in nats per example, float64 ``(B,)`` (an upper bound on
+            ``-log P(x)``; continuous data: a density, so it can be negative).
+        stderr: Monte-Carlo standard error of ``nll``: over encoder samples when ``encoder_samples >= 2``, else over
+            Hutchinson probes (0 for the exact trace with one encoder sample; NaN for one probe).
+        nfe: network evaluations (each on the whole batch of ``B * encoder_samples`` rows), decoder calls included.
+        num_dims: data elements per example (for :attr:`bits_per_dim`).
+    """
+
+    nll: Tensor
+    stderr: Tensor
+    nfe: int
+    num_dims: int
+
+    @property
+    def bits_per_dim(self) -> Tensor:
+        """``nll / (num_dims ln 2)``: bits per data element (bits per character for text)."""
+        return self.nll / (self.num_dims * math.log(2.0))
+
+
+# ----------------------------------------------------------------------------------------------- the BFN score
+def data_prediction(model: BFN, state: Tensor, t: Tensor) -> Tensor:
+    """Unclipped ``x0_hat`` in state space at solver times ``t`` (float64; the network runs in its own dtype)."""
+    flow = model.flow
+    tau = flip_clock(as_f64(t, state.device))
+    out = as_f64(model.call_net(state.to(model.dtype), tau))
+    if flow.kind == "continuous":
+        return flow.x_hat(out, state, tau, clip=False)  # type: ignore[attr-defined]
+    return as_f64(flow.data_prediction(out, state, tau))
+
+
+def bfn_score(model: BFN) -> ScoreFn:
+    """The model score of a BFN's state SDE, ``s(state, t) = -(state - alpha_t x0_hat) / sigma_t^2`` (unclipped)."""
+    sde = model.flow.sde
+
+    def score(state: Tensor, t: Tensor) -> Tensor:
+        alpha, sigma = expand_like(sde.alpha(t), state), expand_like(sde.sigma(t), state)
+        return -(state - alpha * data_prediction(model, state, t)) / sigma.square()
+
+    return score
+
+
+def _t_max(flow: Flow, eta: float) -> float:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 < eta < 1.0:
+        raise ValueError(f"eta must lie in (0, 1), got {eta!r}")
+    if flow.kind != "discrete" and eta < T_MIN:
+        raise ValueError(f"eta must be >= {T_MIN} for {flow.kind} data (the flow sets x_hat = 0 below tau = {T_MIN})")
+    return 1.0 - float(eta)
+
+
+def prior_at_t_max(model: BFN, eta: float, prior: Prior = "gaussian") -> LogDensityFn:
+    """The log-density at ``t_max = 1 - eta``: ``N(0, sigma_{t_max}^2 I)`` for ``"gaussian"``, else ``prior``."""
+    t_max = _t_max(model.flow, eta)
+    if callable(prior):
+        return prior
+    if prior != "gaussian":
+        raise ValueError(f"unknown prior {prior!r}; expected 'gaussian' or a callable log-density of the state")
+    sigma = float(model.flow.sde.sigma(torch.tensor(t_max, dtype=torch.float64)))
+    return GaussianPrior(0.0, sigma**2)
+
+
+def latent_logp(
+    model: BFN,
+    state: Tensor,
+    *,
+    eta: float = DEFAULT_ETA,
+    prior: Prior = "gaussian",
+    method: TraceMethod = "auto",
+    probes: int = 1,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    solver: SolverName = "rk45",
+    steps: int = 100,
+    variable: Variable = "lambda",
+    generator: torch.Generator | None = None,
+) -> ODELogDensity:
+    """``l_0(state)``: the PF-ODE log-density of the state (input parameters) at the data end ``t = 0``.
+
+    ``state`` has the flow's state shape ``(B, *S)`` (discrete: logits ``(B, *S, K)``). This is a density of the
+    state, not of the data; :func:`pf_ode_nll` turns it into a bound. Options as in
+    :func:`~bfn.likelihood.pf_ode_logp`; integration in ``lambda`` (default) is the robust choice for BFN.
+    """
+    return pf_ode_logp(
+        bfn_score(model),
+        model.flow.sde,
+        state,
+        0.0,
+        _t_max(model.flow, eta),
+        prior_at_t_max(model, eta, prior),
+        method=method,
+        probes=probes,
+        rtol=rtol,
+        atol=atol,
+        solver=solver,
+        steps=steps,
+        variable=variable,
+        generator=generator,
+    )
+
+
+def latent_wkb(
+    model: BFN,
+    state: Tensor,
+    *,
+    eta: float = DEFAULT_ETA,
+    prior: Prior = "gaussian",
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+    solver: SolverName = "rk45",
+    steps: int = 200,
+    variable: Variable = "lambda",
+) -> WKBResult:
+    """WKB expansion ``-log q^h_0(state) = nll0 + h coef + O(h^2)`` of the state density (state dimension <= 4)."""
+    return wkb_first_order(
+        bfn_score(model),
+        model.flow.sde,
+        state,
+        0.0,
+        _t_max(model.flow, eta),
+        prior_at_t_max(model, eta, prior),
+        rtol=rtol,
+        atol=atol,
+        solver=solver,
+        steps=steps,
+        variable=variable,
+    )
+
+
+# -------------------------------------------------------------------------------------- encoder and decoder
+def data_in_state_space(flow: Flow, x: Tensor) -> Tensor:
+    """``x0`` of the state SDE (float64): the data itself, or ``K e_x - 1`` for discrete data."""
+    if flow.kind == "discrete":
+        return flow.sender_mean(x, torch.tensor(1.0, dtype=torch.float64), torch.float64)  # type: ignore[attr-defined]
+    return as_f64(x)
+
+
+def encode(
+    model: BFN, x: Tensor, samples: int, antithetic: bool, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Draw ``samples`` states per example from ``r(.|x) = N(alpha_0 x0, sigma_0^2 I)`` (rows example-major).
+
+    Returns the repeated data ``(B * samples, ...)``, the states and ``log r`` of each state. With ``antithetic``,
+    the noise of odd-numbered samples is the negated noise of the sample before (an unbiased variance reduction).
+    """
+    sde = model.flow.sde
+    zero = torch.zeros((), dtype=torch.float64)
+    x_rep = x.repeat_interleave(samples, dim=0)
+    mean = float(sde.alpha(zero)) * data_in_state_space(model.flow, x_rep)
+    sigma = float(sde.sigma(zero))
+    if antithetic:
+        half = torch.randn((x.shape[0], (samples + 1) // 2, *mean.shape[1:]), generator=generator, dtype=torch.float64)
+        noise = torch.stack([half, -half], dim=2).flatten(1, 2)[:, :samples].reshape(mean.shape)
+    else:
+        noise = torch.randn(mean.shape, generator=generator, dtype=torch.float64)
+    noise = noise.to(mean.device)
+    log_r = (-0.5 * noise.square() - math.log(sigma) - 0.5 * LOG_2PI).reshape(noise.shape[0], -1).sum(1)
+    return x_rep, mean + sigma * noise, log_r
+
+
+def decoder_minus_encoder(model: BFN, x: Tensor, state: Tensor, log_r: Tensor) -> tuple[Tensor, int]:
+    """``log p_dec(x | state) - log r(state | x)`` per row and the network calls it made.
+
+    Continuous: ``D log gamma_0`` (Bayes-consistent Gaussian decoder, no network call). Discretised and discrete:
+    the flow's output distribution at ``tau = 1`` (its reconstruction term).
+    """
+    flow = model.flow
+    if flow.kind == "continuous":
+        log_gamma0 = math.log(float(flow.sde.alpha(torch.zeros((), dtype=torch.float64))))
+        return torch.full_like(log_r, model.num_dims * log_gamma0), 0
+    tau = torch.ones(state.shape[0], dtype=torch.float64, device=state.device)
+    with torch.no_grad():
+        out = as_f64(model.call_net(state.to(model.dtype), tau))
+        log_dec = -as_f64(flow.reconstruction_loss(out, x, state))
+    return log_dec - log_r, 1
+
+
+def _check_samples(encoder_samples: int) -> None:
+    if isinstance(encoder_samples, bool) or not isinstance(encoder_samples, int) or encoder_samples < 1:
+        raise ValueError(f"encoder_samples must be an integer >= 1, got {encoder_samples!r}")
+
+
+def _mean_and_stderr(values: Tensor, samples: int) -> tuple[Tensor, Tensor]:
+    """Mean over encoder samples and its standard error (``values``: ``(B * samples,)``, example-major)."""
+    values = values.reshape(-1, samples)
+    if samples == 1:
+        return values[:, 0], torch.zeros_like(values[:, 0])
+    return values.mean(1), values.std(1) / math.sqrt(samples)
+
+
+# -------------------------------------------------------------------------------------------- public entry points
+def pf_ode_nll(
+    model: BFN,
+    x: Tensor,
+    *,
+    eta: float = DEFAULT_ETA,
+    prior: Prior = "gaussian",
+    method: TraceMethod = "auto",
+    probes: int = 1,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    solver: SolverName = "rk45",
+    steps: int = 100,
+    variable: Variable = "lambda",
+    generator: torch.Generator | None = None,
+    encoder_samples: int = 1,
+    antithetic: bool = False,
+) -> LikelihoodResult:
+    """Probability-flow ODE bound on ``-log P(x)`` of a BFN, in nats per example (module docstring for the bound).
+
+    ``-E_{z ~ r(.|x)}[l_0(z) + log p_dec(x|z) - log r(z|x)]`` with ``l_0`` the log-density of the model's PF-ODE
+    started from ``prior`` at ``t_max = 1 - eta`` (Hirono et al., ICML 2024, sec. 4.2; BFN transfer in the module
+    docstring). ``.bits_per_dim`` converts.
+
+    Args:
+        model: the BFN (its network in eval mode).
+        x: a batch of data in the flow's format (checked by the flow).
+        eta: truncation, see :data:`DEFAULT_ETA` (1e-3 for all kinds; use the ``eta`` of your sampler).
+        prior: ``"gaussian"`` (the samplers' ``N(0, sigma_{t_max}^2 I)``) or a log-density of the state at
+            ``t_max`` (e.g. the exact marginal, for tests).
+        method: divergence by ``"exact"`` trace (state dimension ``D`` backward passes per evaluation),
+            ``"hutchinson"`` (unbiased, one VJP per probe; for images and text) or ``"auto"`` (exact for
+            ``D <= 16``; ``D`` counts classes for discrete data).
+        probes: Hutchinson probes per example (``>= 2`` to get a probe standard error).
+        rtol, atol: adaptive solver tolerances (``1e-5`` is the usual setting; tighten for reference numbers).
+        solver: ``"rk45"`` (adaptive Dormand-Prince, per-example steps) or ``"fixed"`` (RK4, ``steps`` steps).
+        steps: steps of the fixed solver.
+        variable: integration variable, ``"lambda"`` (half log-SNR; removes the ``1/(1-t)`` stiffness near
+            ``t_max``), ``"t"`` or ``"auto"``.
+        generator: random stream for the encoder noise and the probes.
+        encoder_samples: Monte-Carlo draws of ``z ~ r(.|x)`` per example (``>= 2`` gives the standard error).
+        antithetic: pair each encoder draw with its mirror image (lower variance for smooth ``l_0``).
+    """
+    _check_samples(encoder_samples)
+    model.flow.check_data(x, model.data_shape)
+    x_rep, state, log_r = encode(model, x, encoder_samples, antithetic, generator)
+    log_ratio, decoder_calls = decoder_minus_encoder(model, x_rep, state, log_r)
+    latent = latent_logp(
+        model,
+        state,
+        eta=eta,
+        prior=prior,
+        method=method,
+        probes=probes,
+        rtol=rtol,
+        atol=atol,
+        solver=solver,
+        steps=steps,
+        variable=variable,
+        generator=generator,
+    )
+    nll, stderr = _mean_and_stderr(-(latent.logp + log_ratio), encoder_samples)
+    if encoder_samples == 1:
+        stderr = latent.stderr
+    return LikelihoodResult(nll=nll, stderr=stderr, nfe=latent.nfe + decoder_calls, num_dims=model.num_dims)
+
+
+def wkb_correction(
+    model: BFN,
+    x: Tensor,
+    *,
+    eta: float = DEFAULT_ETA,
+    prior: Prior = "gaussian",
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+    solver: SolverName = "rk45",
+    steps: int = 200,
+    variable: Variable = "lambda",
+    generator: torch.Generator | None = None,
+    encoder_samples: int = 1,
+    antithetic: bool = False,
+) -> WKBResult:
+    """First-order correction in ``h`` of the BFN likelihood bound: ``NLL_h(x) = nll0 + h coef + O(h^2)``.
+
+    ``h`` is the noise-variance dial of the ``h``-sampler (0: the PF-ODE / BFN-Solver ODE samplers, 1: the reverse
+    SDE). Only the state density depends on ``h`` (the encoder and decoder do not), so with ``l1`` the first-order
+    term of the state density at ``t = 0`` (see :mod:`bfn.likelihood.wkb`):
+
+    * ``nll0 = -E_r[l_0(z) + log p_dec(x|z) - log r(z|x)]``, the :func:`pf_ode_nll` bound (exact trace);
+    * ``coef = c(x) = -E_r[l1(z)]``: the derivative in ``h`` at ``h = 0`` of the bound on ``-log P(x)`` of the
+      ``h``-sampler's model, i.e. of the encoder average of the state NLL ``-log q^h_0(z)``.
+
+    The state (``D`` data elements, or ``L K`` logits for discrete data) must have dimension ``<= 4``
+    (``ValueError`` above): the sweep carries the ``D x D`` Hessian of the log-density and third derivatives of
+    the network (autograd). Other arguments as in :func:`pf_ode_nll`.
+    """
+    _check_samples(encoder_samples)
+    model.flow.check_data(x, model.data_shape)
+    check_wkb_dim(math.prod(model.flow.state_shape(model.data_shape)))
+    x_rep, state, log_r = encode(model, x, encoder_samples, antithetic, generator)
+    log_ratio, decoder_calls = decoder_minus_encoder(model, x_rep, state, log_r)
+    latent = latent_wkb(
+        model, state, eta=eta, prior=prior, rtol=rtol, atol=atol, solver=solver, steps=steps, variable=variable
+    )
+    nll0, stderr_nll0 = _mean_and_stderr(latent.nll0 - log_ratio, encoder_samples)
+    coef, stderr_coef = _mean_and_stderr(latent.coef, encoder_samples)
+    return WKBResult(
+        nll0=nll0,
+        coef=coef,
+        nfe=latent.nfe + decoder_calls,
+        stderr_nll0=stderr_nll0,
+        stderr_coef=stderr_coef,
+        roundtrip_error=latent.roundtrip_error.reshape(-1, encoder_samples).amax(1),
+    )
