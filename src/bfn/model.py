@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -192,6 +194,32 @@ class BFN(nn.Module):
         from bfn.sampling import sample
 
         return sample(self, num_samples, sampler=sampler, steps=steps, generator=generator, **options)
+
+    # ------------------------------------------------------------------------------------------ save / load
+    def save_pretrained(
+        self, folder: str | os.PathLike[str], *, net_name: str | None = None, net_options: dict | None = None
+    ) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``folder`` (see :func:`bfn.checkpoint.save_pretrained`).
+
+        The network must be a reference network; its name and options come from ``net_name``/``net_options`` or,
+        for models built by :meth:`from_pretrained` or by training, from the model itself.
+        """
+        from bfn.checkpoint import save_pretrained
+
+        return save_pretrained(self, folder, net_name=net_name, net_options=net_options)
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | os.PathLike[str], map_location: str | torch.device = "cpu", ema: bool = True
+    ) -> BFN:
+        """Rebuild a model from a model folder or a training run folder; never executes pickled code.
+
+        Loads the EMA weights when ``ema`` and present, else the raw weights (see
+        :func:`bfn.checkpoint.load_pretrained`). The model is returned in eval mode on ``map_location``.
+        """
+        from bfn.checkpoint import load_pretrained
+
+        return load_pretrained(folder, map_location=map_location, ema=ema)
 
 
 def bits_per_dim(nll: Tensor | float, data_shape: tuple[int, ...] | int) -> Tensor | float:

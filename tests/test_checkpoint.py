@@ -1,0 +1,233 @@
+"""Model folders and checkpoints: round trips, atomic writes, crash recovery, corrupted and unsafe files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from bfn import BFN
+from bfn.checkpoint import (
+    CheckpointError,
+    atomic_write_bytes,
+    build_model,
+    find_checkpoint,
+    load_checkpoint,
+    load_safetensors,
+    load_torch,
+    save_checkpoint,
+    verify_checkpoint,
+)
+
+SPEC = {
+    "flow": {"kind": "discretised", "config": {"num_bins": 5, "sigma_1": 0.05}},
+    "data_shape": [3],
+    "net": {"name": "mlp", "options": {"hidden": 16, "depth": 1}},
+}
+
+
+def _model(seed: int = 0) -> BFN:
+    torch.manual_seed(seed)
+    model = build_model(SPEC)
+    with torch.no_grad():  # the output layer starts at zero: make the outputs informative
+        for p in model.net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def _outputs(model: BFN) -> torch.Tensor:
+    mu = torch.linspace(-1, 1, 6).reshape(2, 3)
+    return model.net(mu, torch.tensor([0.3, 0.7]))
+
+
+def _write_checkpoint(run: Path, step: int = 7, seed: int = 0) -> BFN:
+    model = _model(seed)
+    optimizer = torch.optim.AdamW(model.net.parameters())
+    model.loss(torch.zeros(4, 3)).backward()
+    optimizer.step()
+    ema = {k: v + 1 for k, v in model.net.state_dict().items()}
+    rng = {"torch": [torch.get_rng_state()], "loss": torch.Generator().manual_seed(3).get_state()}
+    save_checkpoint(run, step, model.net.state_dict(), ema, {"optimizer": optimizer.state_dict()}, rng, {"x": 1})
+    return model
+
+
+def _rehash(folder: Path, name: str) -> None:
+    """Record the current bytes of ``name`` in state.json, as a consistent (but crafted) checkpoint would."""
+    state = json.loads((folder / "state.json").read_text())
+    data = (folder / name).read_bytes()
+    state["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (folder / "state.json").write_text(json.dumps(state))
+
+
+# ----------------------------------------------------------------------------------------------- model folders
+
+
+def test_save_and_load_pretrained_round_trip(tmp_path: Path) -> None:
+    model = _model()
+    model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["flow"] == {"kind": "discretised", "config": {"num_bins": 5, "sigma_1": 0.05}}
+    assert config["data_shape"] == [3] and config["net"]["name"] == "mlp"
+    assert sorted(os.listdir(tmp_path / "m")) == ["config.json", "model.safetensors"]
+    loaded = BFN.from_pretrained(tmp_path / "m")
+    assert loaded.flow == model.flow and loaded.data_shape == (3,)
+    assert not loaded.training
+    torch.testing.assert_close(_outputs(loaded), _outputs(model), rtol=0, atol=0)
+
+
+def test_save_pretrained_needs_a_network_spec(tmp_path: Path) -> None:
+    model = BFN(_model().net, _model().flow, (3,))  # built by hand: no spec recorded
+    with pytest.raises(ValueError, match="net_name"):
+        model.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path, net_name="mlp", net_options={"hidden": 16, "depth": 1})
+    torch.testing.assert_close(_outputs(BFN.from_pretrained(tmp_path)), _outputs(model))
+
+
+def test_from_pretrained_on_a_run_folder_prefers_ema_weights(tmp_path: Path) -> None:
+    model = _write_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(SPEC))
+    ema = BFN.from_pretrained(tmp_path)
+    raw = BFN.from_pretrained(tmp_path, ema=False)
+    torch.testing.assert_close(_outputs(raw), _outputs(model))
+    first = next(iter(ema.net.state_dict()))
+    torch.testing.assert_close(ema.net.state_dict()[first], model.net.state_dict()[first] + 1)
+
+
+def test_from_pretrained_rejects_weights_of_another_network(tmp_path: Path) -> None:
+    _model().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["net"]["options"]["hidden"] = 8
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.*do not fit"):
+        BFN.from_pretrained(tmp_path)
+
+
+def test_truncated_model_folder_weights_name_the_file(tmp_path: Path) -> None:
+    _model().save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors"):
+        BFN.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"config\.json"):
+        BFN.from_pretrained(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip_and_layout(tmp_path: Path) -> None:
+    model = _write_checkpoint(tmp_path, step=7)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint"]
+    files = sorted(os.listdir(tmp_path / "checkpoint"))
+    assert files == ["ema.safetensors", "model.safetensors", "optimizer.pt", "rng.pt", "state.json"]
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt.step == 7 and ckpt.state["x"] == 1
+    for name, value in model.net.state_dict().items():
+        assert torch.equal(ckpt.model[name], value)
+        assert torch.equal(ckpt.ema[name], value + 1)
+    restored = torch.Generator().set_state(ckpt.rng["loss"])
+    assert torch.equal(torch.rand(3, generator=restored), torch.rand(3, generator=torch.Generator().manual_seed(3)))
+    assert "state" in ckpt.optimizer["optimizer"]
+
+
+def test_a_new_checkpoint_replaces_the_old_one(tmp_path: Path) -> None:
+    _write_checkpoint(tmp_path, step=1, seed=1)
+    model = _write_checkpoint(tmp_path, step=2, seed=2)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint"]
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt.step == 2
+    assert all(torch.equal(ckpt.model[k], v) for k, v in model.net.state_dict().items())
+
+
+def test_crash_between_the_renames_keeps_a_complete_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    _write_checkpoint(tmp_path, step=1, seed=1)
+    real_rename = os.rename
+
+    def crash_on_second(src: str, dst: str) -> None:
+        if str(src).endswith("checkpoint.tmp"):
+            raise OSError("simulated crash")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", crash_on_second)
+    with pytest.raises(OSError, match="simulated"):
+        _write_checkpoint(tmp_path, step=2, seed=2)
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert not (tmp_path / "checkpoint").exists()
+    assert find_checkpoint(tmp_path) == tmp_path / "checkpoint.tmp"  # complete: the newer one wins
+    assert load_checkpoint(tmp_path).step == 2
+    (tmp_path / "checkpoint.tmp" / "state.json").unlink()  # a crash while writing: the old one wins
+    assert find_checkpoint(tmp_path) == tmp_path / "checkpoint.old"
+    assert load_checkpoint(tmp_path).step == 1
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "ema.safetensors", "optimizer.pt", "rng.pt"])
+def test_truncated_checkpoint_file_names_the_file(tmp_path: Path, name: str) -> None:
+    _write_checkpoint(tmp_path)
+    path = tmp_path / "checkpoint" / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=rf"{name}.*truncated"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.pt"])
+def test_corrupted_file_is_refused_even_when_its_hash_matches(tmp_path: Path, name: str) -> None:
+    _write_checkpoint(tmp_path)
+    folder = tmp_path / "checkpoint"
+    (folder / name).write_bytes(b"\x00garbage" * 10)
+    _rehash(folder, name)
+    with pytest.raises(CheckpointError, match=rf"{name}.*(truncated|corrupted)"):
+        load_checkpoint(tmp_path)
+
+
+def test_corrupted_state_json(tmp_path: Path) -> None:
+    _write_checkpoint(tmp_path)
+    (tmp_path / "checkpoint" / "state.json").write_text('{"step": 3, "fi')
+    with pytest.raises(CheckpointError, match=r"state\.json"):
+        load_checkpoint(tmp_path)
+
+
+class _Exploit:
+    """A pickle payload that runs a shell command when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
+    _write_checkpoint(tmp_path)
+    folder = tmp_path / "checkpoint"
+    marker = tmp_path / "pwned"
+    torch.save({"optimizer": _Exploit(marker)}, folder / "optimizer.pt")
+    _rehash(folder, "optimizer.pt")  # a consistent checkpoint: only weights_only stands in the way
+    verify_checkpoint(folder)
+    with pytest.raises(CheckpointError, match=r"optimizer\.pt: refused to load") as info:
+        load_checkpoint(tmp_path)
+    assert "code" in str(info.value)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_torch(folder / "optimizer.pt")
+    assert not marker.exists()
+
+
+def test_atomic_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    atomic_write_bytes(tmp_path / "a.bin", b"one")
+    atomic_write_bytes(tmp_path / "a.bin", b"two")
+    assert (tmp_path / "a.bin").read_bytes() == b"two"
+    assert os.listdir(tmp_path) == ["a.bin"]
+
+
+def test_load_safetensors_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_safetensors(tmp_path / "nope.safetensors")
