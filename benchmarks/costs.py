@@ -1,0 +1,478 @@
+"""What BFN costs on top of the network: training-step time, sampler time per step and peak memory.
+
+    python benchmarks/costs.py              # the CPU-sized benchmark networks (random weights; no training needed)
+    python benchmarks/costs.py --full       # the GPU-sized benchmark networks (use a GPU)
+    python benchmarks/costs.py --profile    # also print the torch.profiler tables of the BFN-only work
+    python benchmarks/costs.py --quick      # smoke test
+
+The cases are the networks of the quality benchmarks (``benchlib.bench_models``): an MLP for the three digits models
+and a Transformer for KJV text, with their training batch and their sampling batch. Two measurements per cost:
+
+* *direct*: training overhead = time(``model.loss(x)`` forward + backward) / time(bare network forward + backward on
+  inputs of the same shape) - 1 (target <= 5%); sampler overhead = (time of ``model.sample`` - NFE x time of one
+  network call) / (NFE x time of one call) (target <= 2% per step). The two timings alternate (ABAB...) and the
+  medians are compared, but on a shared machine the network's own time jitters by more than the overhead;
+* *isolated*: the same loss step and sampler with the network replaced by a stub that returns a fixed output of the
+  right shape (a learnable tensor for training, so the loss still back-propagates), i.e. exactly the work BFN adds;
+  overhead = stub time / network time. This one is robust to noise and is the number to quote.
+
+Peak memory: on CUDA the allocator's peak during one step; on the CPU the increase of the peak resident set of a
+fresh process over the moment just before the step (each measured in its own subprocess).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import bfn
+from benchlib import (
+    BenchModel,
+    bench_models,
+    default_results_dir,
+    machine_description,
+    markdown_table,
+    resolve_device,
+    set_threads,
+)
+from bfn.nets import build_net
+
+LOSS_TARGET = 0.05
+SAMPLER_TARGET = 0.02
+
+
+# ================================================================================================== cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """A network, its flow and data shape, and the batch sizes of training and sampling."""
+
+    name: str
+    flow: bfn.Flow
+    net: str
+    net_options: dict[str, Any]
+    data_shape: tuple[int, ...]
+    train_batch: int
+    sample_batch: int
+    samplers: tuple[str, ...]
+
+
+def case_from_spec(spec: BenchModel, sample_batch: int | None = None) -> Case:
+    """The cost case of a benchmark model: same flow, network and batch sizes (random weights)."""
+    from bfn.training import TrainConfig
+
+    cfg = TrainConfig.from_dict(dict(spec.train)).resolved()
+    if spec.is_text:
+        data_shape: tuple[int, ...] = (cfg.seq_len,)
+        flow: bfn.Flow = bfn.DiscreteFlow(27, cfg.beta_1)
+    else:
+        data_shape = (1, 8, 8)
+        if cfg.flow == "continuous":
+            flow = bfn.ContinuousFlow(cfg.sigma_1)
+        elif cfg.flow == "discretised":
+            flow = bfn.DiscretisedFlow(cfg.num_bins or 17, cfg.sigma_1)
+        else:
+            flow = bfn.DiscreteFlow(2, cfg.beta_1)
+    if flow.kind == "discrete":
+        samplers = ("bfn", "bfn-solver2", "sde-bfn-solver2")
+    else:
+        samplers = ("bfn", "bfn-solver++2", "sde-bfn-solver++2")
+    return Case(
+        name=spec.name,
+        flow=flow,
+        net=str(cfg.net),
+        net_options=dict(cfg.net_options or {}),
+        data_shape=data_shape,
+        train_batch=cfg.batch_size,
+        sample_batch=sample_batch or spec.sample_batch,
+        samplers=samplers,
+    )
+
+
+def cases(mode: str) -> list[Case]:
+    return [case_from_spec(spec) for spec in bench_models(mode).values()]  # type: ignore[arg-type]
+
+
+def build(case: Case, device: torch.device) -> tuple[bfn.BFN, Tensor]:
+    """A freshly initialised model of ``case`` and a random batch of valid training data."""
+    torch.manual_seed(0)
+    net = build_net(case.net, case.data_shape, case.flow.input_channels, case.flow.output_channels, **case.net_options)
+    model = bfn.BFN(net.to(device), case.flow, case.data_shape)
+    shape = (case.train_batch, *case.data_shape)
+    flow = case.flow
+    if flow.kind == "discrete":
+        x = torch.randint(0, flow.num_classes, shape, device=device)  # type: ignore[attr-defined]
+    else:
+        x = torch.rand(shape, device=device) * 2 - 1
+        x = flow.quantize(x) if flow.kind == "discretised" else x  # type: ignore[attr-defined]
+    return model, x
+
+
+class StubNet(nn.Module):
+    """Stands in for the network: returns a fixed output of the right shape (learnable, so losses back-propagate).
+
+    Its own cost is one broadcast (and its gradient), so a BFN step with it costs what BFN adds to the network.
+    """
+
+    def __init__(self, output_shape: tuple[int, ...], device: torch.device) -> None:
+        super().__init__()
+        self.out = nn.Parameter(0.01 * torch.randn(output_shape, device=device))
+
+    def forward(self, inputs: Tensor, t: Tensor) -> Tensor:
+        return self.out.expand(inputs.shape[0], *self.out.shape).clone()  # contiguous, like a real output
+
+
+def stub_model(model: bfn.BFN) -> bfn.BFN:
+    """``model`` with its network replaced by a :class:`StubNet`."""
+    return bfn.BFN(StubNet(model.flow.output_shape(model.data_shape), model.device), model.flow, model.data_shape)
+
+
+# ================================================================================================== timing
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def alternate(fns: Sequence[Callable[[], object]], device: torch.device, repeats: int, warmup: int = 2) -> list[float]:
+    """Median wall time (s) of each of ``fns``, timed in turn (ABAB...) so that drifting load hits all alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def bare_step(model: bfn.BFN, x: Tensor) -> Callable[[], None]:
+    """Network forward + backward on inputs of the state's shape (what any trainer of this network pays)."""
+    state = model.flow.prior_state(x.shape[0], model.data_shape, torch.float32, x.device)
+    inputs = model.flow.net_input(state + 0.1 * torch.randn_like(state))
+    tau = torch.rand(x.shape[0], device=x.device)
+
+    def run() -> None:
+        model.net.zero_grad(set_to_none=True)
+        model.net(inputs, tau).square().mean().backward()
+
+    return run
+
+
+def bfn_step(model: bfn.BFN, x: Tensor) -> Callable[[], None]:
+    """``model.loss(x)`` forward + backward (continuous-time loss, as in training)."""
+
+    def run() -> None:
+        model.net.zero_grad(set_to_none=True)
+        model.loss(x).backward()
+
+    return run
+
+
+def net_call(model: bfn.BFN, batch: int) -> Callable[[], None]:
+    """One network call under ``no_grad`` on a sampling batch."""
+    state = model.flow.prior_state(batch, model.data_shape, torch.float32, model.device)
+    inputs = model.flow.net_input(state + 0.1 * torch.randn_like(state))
+    tau = torch.full((batch,), 0.5, device=model.device)
+
+    def run() -> None:
+        with torch.no_grad():
+            model.net(inputs, tau)
+
+    return run
+
+
+def sampler_run(model: bfn.BFN, batch: int, sampler: str, steps: int) -> Callable[[], None]:
+    generator = torch.Generator(device=model.device)
+
+    def run() -> None:
+        generator.manual_seed(0)
+        model.sample(batch, sampler=sampler, steps=steps, generator=generator)
+
+    return run
+
+
+# ================================================================================================== memory
+
+
+def peak_memory(case_index: int, what: str, mode: str, device: torch.device, steps: int) -> float | None:
+    """Peak memory (MiB) of one ``what`` ('net', 'loss', 'call', 'sample:<name>') in ``case_index``.
+
+    ``None`` in quick mode on the CPU (a fresh process per probe is too slow for a smoke test).
+    """
+    if mode == "quick" and device.type != "cuda":
+        return None
+    if device.type == "cuda":
+        return _measure_memory(cases(mode)[case_index], what, device, steps)
+    cmd = [sys.executable, __file__, "--memory-probe", f"{case_index},{what},{mode},{steps}", "--device", "cpu"]
+    return float(subprocess.check_output(cmd, text=True).strip().splitlines()[-1])
+
+
+def _measure_memory(case: Case, what: str, device: torch.device, steps: int) -> float:
+    model, x = build(case, device)
+    if what == "net":
+        fn = bare_step(model, x)
+    elif what == "loss":
+        fn = bfn_step(model, x)
+    elif what == "call":
+        fn = net_call(model, case.sample_batch)
+    else:
+        fn = sampler_run(model, case.sample_batch, what.split(":", 1)[1], steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+
+def memory_probe(spec: str) -> None:
+    index, what, mode, steps = spec.split(",")
+    print(_measure_memory(cases(mode)[int(index)], what, torch.device("cpu"), int(steps)))
+
+
+# ================================================================================================== profiling
+
+
+def profile(fn: Callable[[], object], title: str, rows: int = 12) -> str:
+    """The torch.profiler table (self CPU time) of three calls of ``fn``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    fn()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(3):
+            fn()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    return f"--- {title}\n{table}"
+
+
+# ================================================================================================== main
+
+
+def measure_case(
+    index: int, case: Case, args: argparse.Namespace, mode: str, device: torch.device
+) -> tuple[dict[str, Any], list[str]]:
+    model, x = build(case, device)
+    stub = stub_model(model)
+    t_net, t_loss, t_stub = alternate(
+        [bare_step(model, x), bfn_step(model, x), bfn_step(stub, x)], device, args.repeats
+    )
+    row: dict[str, Any] = {
+        "case": case.name,
+        "net": f"{case.net} {case.net_options}",
+        "train_batch": case.train_batch,
+        "net_ms": 1e3 * t_net,
+        "loss_ms": 1e3 * t_loss,
+        "bfn_only_ms": 1e3 * t_stub,
+        "loss_overhead_direct": t_loss / t_net - 1,
+        "loss_overhead": t_stub / t_net,
+        "mem_net_mib": peak_memory(index, "net", mode, device, args.steps),
+        "mem_loss_mib": peak_memory(index, "loss", mode, device, args.steps),
+        "sample_batch": case.sample_batch,
+        "samplers": [],
+    }
+    profiles = []
+    if args.profile:
+        profiles.append(profile(bfn_step(stub, x), f"{case.name}: model.loss with a stub network (BFN-only work)"))
+    call = net_call(model, case.sample_batch)
+    row["mem_call_mib"] = peak_memory(index, "call", mode, device, args.steps)
+    for sampler in case.samplers:
+        nfe = model.sample(1, sampler=sampler, steps=args.steps).nfe
+        t_call, t_sample = alternate(
+            [call, sampler_run(model, case.sample_batch, sampler, args.steps)],
+            device,
+            args.sample_repeats,
+            warmup=1,
+        )
+        (t_stub_sample,) = alternate([sampler_run(stub, case.sample_batch, sampler, args.steps)], device, 5, warmup=1)
+        row["samplers"].append(
+            {
+                "sampler": sampler,
+                "steps": args.steps,
+                "nfe": nfe,
+                "call_ms": 1e3 * t_call,
+                "sample_ms": 1e3 * t_sample,
+                "bfn_only_ms_per_call": 1e3 * t_stub_sample / nfe,
+                "overhead_direct": (t_sample - nfe * t_call) / (nfe * t_call),
+                "overhead": t_stub_sample / (nfe * t_call),
+                "mem_mib": peak_memory(index, f"sample:{sampler}", mode, device, args.steps),
+            }
+        )
+        if args.profile:
+            profiles.append(
+                profile(
+                    sampler_run(stub, case.sample_batch, sampler, args.steps),
+                    f"{case.name}: {sampler}, {args.steps} steps, stub network (BFN-only work)",
+                )
+            )
+    return row, profiles
+
+
+def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
+    def mib(v: float | None) -> str:
+        return "—" if v is None else f"{v:.0f}"
+
+    def pct(v: float) -> str:
+        return f"{100 * v:+.1f}%"
+
+    def ok(v: float, target: float) -> str:
+        return "yes" if v <= target else "**no**"
+
+    train_rows = [
+        [
+            f"{r['case']} ({r['net']}, B={r['train_batch']})",
+            f"{r['net_ms']:.2f}",
+            f"{r['loss_ms']:.2f}",
+            pct(r["loss_overhead_direct"]),
+            f"{r['bfn_only_ms']:.2f}",
+            pct(r["loss_overhead"]),
+            ok(r["loss_overhead"], LOSS_TARGET),
+            f"{mib(r['mem_net_mib'])} / {mib(r['mem_loss_mib'])}",
+        ]
+        for r in rows
+    ]
+    sample_rows = [
+        [
+            f"{r['case']} (B={r['sample_batch']})",
+            f"`{s['sampler']}`",
+            f"{s['steps']} / {s['nfe']}",
+            f"{s['call_ms']:.2f}",
+            f"{s['sample_ms']:.1f}",
+            pct(s["overhead_direct"]),
+            f"{s['bfn_only_ms_per_call']:.3f}",
+            pct(s["overhead"]),
+            ok(s["overhead"], SAMPLER_TARGET),
+            f"{mib(r['mem_call_mib'])} / {mib(s['mem_mib'])}",
+        ]
+        for r in rows
+        for s in r["samplers"]
+    ]
+    return "\n".join(
+        [
+            "# Costs",
+            "",
+            f"Machine: {machine}. Command: `{command}`.",
+            "",
+            f"Training step (target: BFN overhead <= {100 * LOSS_TARGET:.0f}%); times are medians in ms:",
+            "",
+            markdown_table(
+                [
+                    "case",
+                    "net fwd+bwd",
+                    "model.loss fwd+bwd",
+                    "overhead (direct)",
+                    "BFN-only (stub net)",
+                    "overhead (isolated)",
+                    "target met",
+                    "peak MiB net / loss",
+                ],
+                train_rows,
+            ),
+            "",
+            f"Sampling (target: BFN overhead <= {100 * SAMPLER_TARGET:.0f}% of a network call per step):",
+            "",
+            markdown_table(
+                [
+                    "case",
+                    "sampler",
+                    "steps / NFE",
+                    "net call (ms)",
+                    "sample (ms)",
+                    "overhead (direct)",
+                    "BFN-only ms per call (stub net)",
+                    "overhead (isolated)",
+                    "target met",
+                    "peak MiB call / sample",
+                ],
+                sample_rows,
+            ),
+            "",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true", help="GPU-sized benchmark networks")
+    size.add_argument("--quick", action="store_true", help="tiny networks, few repeats (smoke test)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--steps", type=int, default=20, help="solver steps for the sampler timing (default 20)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed repeats of a training step (default 20)")
+    parser.add_argument("--sample-repeats", type=int, default=3, help="timed repeats of a sampler run (default 3)")
+    parser.add_argument("--models", nargs="*", metavar="NAME", help="benchmark models (default: all four)")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler tables of the BFN-only work")
+    parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results[/full])")
+    parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    if args.memory_probe:
+        memory_probe(args.memory_probe)
+        return 0
+    mode = "full" if args.full else "quick" if args.quick else "cpu"
+    if args.quick:
+        args.repeats, args.sample_repeats, args.steps = min(args.repeats, 3), 1, min(args.steps, 3)
+    device = resolve_device(args.device)
+    out_dir = args.out or default_results_dir(mode)
+    machine = machine_description()
+    command = "python benchmarks/costs.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"{machine}; device {device}", flush=True)
+    rows, profiles = [], []
+    for index, case in enumerate(cases(mode)):
+        if args.models and case.name not in args.models:
+            continue
+        row, case_profiles = measure_case(index, case, args, mode, device)
+        rows.append(row)
+        profiles += case_profiles
+        print(
+            f"{case.name}: loss overhead {100 * row['loss_overhead']:+.1f}% isolated "
+            f"({100 * row['loss_overhead_direct']:+.1f}% direct); "
+            + ", ".join(
+                f"{s['sampler']} {100 * s['overhead']:+.2f}% ({100 * s['overhead_direct']:+.1f}% direct)"
+                for s in row["samplers"]
+            ),
+            flush=True,
+        )
+    text = markdown(rows, machine, command.strip())
+    print(text)
+    for block in profiles:
+        print(block)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "costs.md").write_text(text)
+    (out_dir / "costs.json").write_text(json.dumps({"machine": machine, "command": command, "rows": rows}, indent=1))
+    if profiles:
+        (out_dir / "costs_profile.txt").write_text("\n".join(profiles))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,425 @@
+"""Sample quality against network evaluations (NFE) for every registered sampler, and the solvers' speed-up.
+
+    python benchmarks/quality_vs_nfe.py                       # the four CPU-sized models (trains them if needed)
+    python benchmarks/quality_vs_nfe.py --models digits-continuous --nfe 10,20
+    python benchmarks/quality_vs_nfe.py --full                # GPU sizes
+    python benchmarks/quality_vs_nfe.py --quick               # smoke test: tiny models, few samples
+
+For each benchmark model (digits continuous, digits discretised with 17 bins, binarised digits as discrete K = 2,
+KJV text as discrete K = 27) every sampler registered for its data kind runs at NFE in {5, 10, 20, 50, 100, 200,
+1000}. The number of steps is chosen so that the sampler makes exactly that many network calls (the original
+sampler makes n + 1 calls in n steps, a single-step solver k (n - 1) + 1; the count is checked against the NFE the
+sampler reports). A combination that cannot make exactly that many calls is skipped and listed; single-step
+solvers are then also run at the nearest lower NFE they can make, reported separately.
+
+Quality: FID-digits (Frechet distance on the features of the digits classifier that ``bfn.metrics`` ships, *not*
+Inception FID) of the samples against the validation + test images, lower is better; spelling accuracy (%) for text,
+higher is better. Every run uses the same fixed seed, so reruns give identical numbers. Each model's test-set
+bits/dim (bits/char) comes from ``model.nll`` (``L_inf + L_r``).
+
+Speed-up: for every solver, the NFE the original ``bfn`` sampler needs to reach the solver's quality at 10 NFE
+(linear interpolation of the original sampler's curve in log NFE), divided by 10.
+
+Outputs per model in the results folder: ``quality_vs_nfe_<model>.{json,md,png}``; and ``quality_vs_nfe.md`` with
+every model found there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from benchlib import (
+    FID,
+    NFE_GRID,
+    SAMPLING_SEED,
+    SPELLING,
+    LoadedModel,
+    Metric,
+    ResultCache,
+    Scorer,
+    Variant,
+    add_common_arguments,
+    cache_key,
+    default_results_dir,
+    default_runs_dir,
+    display_path,
+    ensure_model,
+    format_value,
+    generate,
+    machine_description,
+    markdown_table,
+    mode_of,
+    resolve_device,
+    sampler_variants,
+    select_models,
+    set_threads,
+    test_bits_per_dim,
+    train_command,
+    write_json,
+)
+
+QUICK_NFE_GRID = (5, 10)
+SPEEDUP_NFE = 10
+
+
+# ================================================================================================== measuring
+
+
+def evaluate_point(
+    loaded: LoadedModel, scorer: Scorer, variant: Variant, steps: int, cache: ResultCache, num_samples: int
+) -> dict[str, Any]:
+    """Quality of ``variant`` in ``steps`` steps: ``{"value", "nfe", "steps", "seconds"}`` (cached)."""
+    spec = loaded.spec
+
+    def compute() -> dict[str, Any]:
+        start = time.perf_counter()
+        samples, nfe = generate(loaded.model, variant, steps, num_samples, spec.sample_batch)
+        return {"value": scorer(samples), "nfe": nfe, "steps": steps, "seconds": time.perf_counter() - start}
+
+    key = cache_key(
+        loaded, "quality", variant.sampler, dict(variant.options), steps, num_samples, spec.sample_batch, SAMPLING_SEED
+    )
+    return cache.get_or_compute(key, compute)
+
+
+def sweep(
+    loaded: LoadedModel,
+    scorer: Scorer,
+    variants: Sequence[Variant],
+    nfe_grid: Sequence[int],
+    cache: ResultCache,
+    num_samples: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every variant at every NFE of the grid; returns the per-variant curves and the skipped combinations."""
+    spec = loaded.spec
+    curves: dict[str, Any] = {}
+    for variant in variants:
+        points, off_grid, skipped = [], [], []
+        for nfe in nfe_grid:
+            if not (variant.is_original and not variant.options) and nfe > spec.max_solver_nfe:
+                skipped.append({"nfe": nfe, "reason": f"above the CPU budget of {spec.max_solver_nfe} NFE"})
+                continue
+            steps = variant.steps_for(nfe)
+            if steps is None:
+                skipped.append({"nfe": nfe, "reason": "no step count makes exactly this many calls"})
+                steps = variant.steps_at_most(nfe)
+                if steps is None:
+                    continue
+                target = off_grid
+            else:
+                target = points
+            point = evaluate_point(loaded, scorer, variant, steps, cache, num_samples)
+            if point["nfe"] != variant.nfe(steps) or (target is points and point["nfe"] != nfe):
+                raise RuntimeError(f"{variant.label}: {steps} steps made {point['nfe']} calls, expected {nfe}")
+            target.append(point)
+            log(
+                f"[{spec.name}] {variant.label:<34} NFE {point['nfe']:>4} ({steps} steps): "
+                f"{spec.metric.label} {format_value(point['value'], spec.metric)}  ({point['seconds']:.1f} s)"
+            )
+        curves[variant.label] = {
+            "sampler": variant.sampler,
+            "options": dict(variant.options),
+            "points": points,
+            "off_grid": off_grid,
+            "skipped": skipped,
+        }
+    return curves
+
+
+# ================================================================================================== speed-up
+
+
+def nfe_to_match(curve: Sequence[tuple[int, float]], target: float, metric: Metric) -> tuple[float | None, str]:
+    """The NFE at which ``curve`` (NFE, value pairs) first reaches ``target``, interpolated linearly in log NFE.
+
+    Returns ``(nfe, text)``: ``(None, "> N")`` when the curve never gets there (``N`` its largest NFE) and
+    ``(nfe_0, "<= nfe_0")`` when its first point is already as good.
+    """
+    curve = sorted(curve)
+    if not curve:
+        return None, "n/a"
+    if metric.better(curve[0][1], target):
+        return float(curve[0][0]), f"<= {curve[0][0]}"
+    for (n0, v0), (n1, v1) in itertools.pairwise(curve):
+        if metric.better(v1, target):
+            frac = (target - v0) / (v1 - v0) if v1 != v0 else 1.0
+            nfe = math.exp(math.log(n0) + frac * (math.log(n1) - math.log(n0)))
+            return nfe, f"{nfe:.0f}"
+    return None, f"> {curve[-1][0]}"
+
+
+def speedups(curves: dict[str, Any], metric: Metric, at: int = SPEEDUP_NFE) -> list[dict[str, Any]]:
+    """Per solver: its quality at ``at`` NFE (or the nearest lower NFE it can make), the NFE the original sampler
+    needs for that quality and the ratio."""
+    reference = curves.get("bfn")
+    if reference is None:
+        return []
+    bfn_curve = [(p["nfe"], p["value"]) for p in reference["points"]]
+    rows = []
+    for label, curve in curves.items():
+        if label == "bfn":
+            continue
+        candidates = [p for p in curve["points"] + curve["off_grid"] if p["nfe"] <= at]
+        if not candidates:
+            continue
+        point = max(candidates, key=lambda p: p["nfe"])
+        needed, text = nfe_to_match(bfn_curve, point["value"], metric)
+        if needed is None:
+            ratio_text = f"> {bfn_curve[-1][0] / point['nfe']:.0f}" if text.startswith(">") else "n/a"
+            ratio = math.inf if text.startswith(">") else None
+        else:
+            ratio = needed / point["nfe"]
+            ratio_text = f"<= {ratio:.1f}" if text.startswith("<=") else f"{ratio:.1f}"
+        rows.append(
+            {
+                "solver": label,
+                "nfe": point["nfe"],
+                "value": point["value"],
+                "bfn_nfe": needed,
+                "bfn_nfe_text": text,
+                "speedup": ratio,
+                "speedup_text": ratio_text,
+            }
+        )
+    return rows
+
+
+# ================================================================================================== reporting
+
+
+def model_markdown(result: dict[str, Any]) -> str:
+    """The markdown section of one model: header numbers, quality table, skipped combinations, speed-up table."""
+    metric = SPELLING if result["metric"] == SPELLING.label else FID
+    arrow = "↑" if metric.higher_is_better else "↓"
+    grid = result["nfe_grid"]
+    lines = [
+        f"### {result['title']}",
+        "",
+        f"Run folder `{result['run_dir']}` (step {result['train_step']}), trained with `{result['train_command']}`.",
+        "",
+        f"* Test-set NLL bound (`model.nll`): **{result['bits_per_dim']:.3f} {result['bits_unit']}** "
+        f"({result['nll_note']}).",
+        f"* {metric.label} of real data ({result['data_note']}): **{format_value(result['data_score'], metric)}**.",
+        f"* {result['num_samples']} samples per point, seed {result['seed']}.",
+        "",
+        f"{metric.label} {arrow} against NFE (best per column in bold):",
+        "",
+    ]
+    best = {}
+    for nfe in grid:
+        values = [p["value"] for c in result["curves"].values() for p in c["points"] if p["nfe"] == nfe]
+        if values:
+            best[nfe] = metric.best(values)
+    rows = []
+    for label, curve in result["curves"].items():
+        by_nfe = {p["nfe"]: p["value"] for p in curve["points"]}
+        cells = []
+        for nfe in grid:
+            text = format_value(by_nfe.get(nfe), metric)
+            cells.append(f"**{text}**" if nfe in by_nfe and by_nfe[nfe] == best.get(nfe) else text)
+        rows.append([f"`{label}`", *cells])
+    lines.append(markdown_table(["sampler \\ NFE", *map(str, grid)], rows))
+    off_grid = [(label, c["off_grid"]) for label, c in result["curves"].items() if c["off_grid"]]
+    budget = sorted({s["nfe"] for c in result["curves"].values() for s in c["skipped"] if "budget" in s["reason"]})
+    unreachable = [
+        f"`{label}` at {', '.join(str(s['nfe']) for s in c['skipped'] if 'exactly' in s['reason'])}"
+        for label, c in result["curves"].items()
+        if any("exactly" in s["reason"] for s in c["skipped"])
+    ]
+    if unreachable or budget:
+        lines.append("")
+        lines.append("Skipped (—):")
+        if unreachable:
+            lines.append("* no number of steps makes exactly this many network calls: " + "; ".join(unreachable) + ".")
+        if budget:
+            lines.append(
+                f"* solvers at NFE {', '.join(map(str, budget))}: above this size's CPU budget (`--full` runs them)."
+            )
+    if off_grid:
+        lines += ["", "Single-step solvers at the nearest NFE they can make (below the grid value):", ""]
+        rows = [
+            [f"`{label}`", ", ".join(f"{format_value(p['value'], metric)} @ {p['nfe']}" for p in points)]
+            for label, points in off_grid
+        ]
+        lines.append(markdown_table(["sampler", f"{metric.label} @ NFE"], rows))
+    if result["speedups"]:
+        lines += [
+            "",
+            f"Speed-up at {SPEEDUP_NFE} NFE: the NFE the original `bfn` sampler needs to match each solver "
+            "(interpolated in log NFE), divided by the solver's NFE:",
+            "",
+        ]
+        rows = [
+            [
+                f"`{r['solver']}`",
+                str(r["nfe"]),
+                format_value(r["value"], metric),
+                r["bfn_nfe_text"],
+                f"**{r['speedup_text']}x**"
+                if r["solver"] == (result["best_speedup"] or {}).get("solver")
+                else f"{r['speedup_text']}x",
+            ]
+            for r in result["speedups"]
+        ]
+        lines.append(
+            markdown_table(["solver", "solver NFE", metric.label, "bfn NFE for equal quality", "speed-up"], rows)
+        )
+    lines += ["", f"![{result['title']}]({Path(result['plot']).name})", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Quality against NFE (log axis) for every sampler; the original sampler in black."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = SPELLING if result["metric"] == SPELLING.label else FID
+    fig, ax = plt.subplots(figsize=(8, 5))
+    styles = ["-", "--", "-.", ":"]
+    for index, (label, curve) in enumerate(result["curves"].items()):
+        points = sorted(curve["points"] + curve["off_grid"], key=lambda p: p["nfe"])
+        if not points:
+            continue
+        xs, ys = [p["nfe"] for p in points], [p["value"] for p in points]
+        if label == "bfn":
+            ax.plot(xs, ys, "o-", color="black", lw=2.5, label=label, zorder=5)
+        else:
+            ax.plot(xs, ys, marker="o", ms=3, ls=styles[index % len(styles)], lw=1.2, label=label)
+    ax.axhline(result["data_score"], color="grey", ls=":", lw=1, label=f"real data ({result['data_note']})")
+    ax.set_xscale("log")
+    if not metric.higher_is_better:
+        ax.set_yscale("log")
+    ax.set_xlabel("NFE (network evaluations per sample)")
+    ax.set_ylabel(f"{metric.label} ({'higher' if metric.higher_is_better else 'lower'} is better)")
+    ax.set_title(f"{result['title']}: quality vs NFE")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary_markdown(results_dir: Path) -> str:
+    """``quality_vs_nfe.md``: every model's section found in ``results_dir``, best speed-ups first."""
+    import json
+
+    results = []
+    for path in sorted(results_dir.glob("quality_vs_nfe_*.json")):
+        results.append(json.loads(path.read_text()))
+    rows = []
+    for r in results:
+        best = r.get("best_speedup")
+        if best:
+            rows.append(
+                [r["title"], f"`{best['solver']}`", f"{format_value(best['value'], _metric(r))} @ {best['nfe']}",
+                 best["bfn_nfe_text"], f"{best['speedup_text']}x"]
+            )  # fmt: skip
+    parts = ["# Quality vs NFE", "", f"Machine: {results[0]['machine']}" if results else "", ""]
+    if rows:
+        parts += [
+            "Best solver at 10 NFE per model (the original sampler's NFE for the same quality, interpolated):",
+            "",
+            markdown_table(["model", "best solver", "quality @ NFE", "bfn NFE for equal quality", "speed-up"], rows),
+            "",
+        ]
+    parts += [model_markdown(r) for r in results]
+    return "\n".join(parts)
+
+
+def _metric(result: dict[str, Any]) -> Metric:
+    return SPELLING if result["metric"] == SPELLING.label else FID
+
+
+# ================================================================================================== main
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    mode = mode_of(args)
+    runs_dir = args.runs_dir or default_runs_dir(mode)
+    out_dir = args.out or default_results_dir(mode)
+    device = resolve_device(args.device)
+    grid = tuple(args.nfe) if args.nfe else QUICK_NFE_GRID if mode == "quick" else NFE_GRID
+    outputs = []
+    for spec in select_models(mode, args.models):
+        loaded = ensure_model(spec, runs_dir, args.device)
+        scorer = Scorer(spec, device)
+        cache = ResultCache(loaded.run_dir / "bench-cache.json", enabled=not args.recompute)
+        num_samples = args.num_samples or spec.num_samples
+        variants = sampler_variants(spec.kind)
+        if args.samplers:
+            variants = [v for v in variants if v.sampler in args.samplers]
+        text = spec.is_text
+        nll_key = cache_key(loaded, "nll", spec.nll_examples, spec.nll_samples)
+        bits = cache.get_or_compute(nll_key, partial(test_bits_per_dim, loaded, scorer))
+        data_num = num_samples if text else None
+        data_score = cache.get_or_compute(cache_key(loaded, "data", data_num), partial(scorer.data_score, data_num))
+        curves = sweep(loaded, scorer, variants, grid, cache, num_samples)
+        rows = speedups(curves, spec.metric)
+        finite = [r for r in rows if r["speedup"] is not None]
+        best = max(finite, key=lambda r: (r["speedup"], -r["nfe"]), default=None)
+        n_test = (
+            len(scorer.bundle.test) if spec.nll_examples is None else min(spec.nll_examples, len(scorer.bundle.test))
+        )
+        result = {
+            "model": spec.name,
+            "title": spec.title,
+            "mode": mode,
+            "metric": spec.metric.label,
+            "machine": machine_description(),
+            "run_dir": display_path(loaded.run_dir),
+            "train_step": loaded.train_step,
+            "train_command": train_command(spec, runs_dir),
+            "weights_sha256": loaded.weights_sha256,
+            "bits_per_dim": bits,
+            "bits_unit": "bits/char" if text else "bits/dim",
+            "nll_note": f"{n_test} test examples, {spec.nll_samples} time draw(s) each, seed 0"
+            + ("; continuous data: a density, so it can be negative" if spec.kind == "continuous" else ""),
+            "data_score": data_score,
+            "data_note": f"{num_samples} test sequences" if text else "the 1437 training images",
+            "num_samples": num_samples,
+            "seed": SAMPLING_SEED,
+            "nfe_grid": list(grid),
+            "curves": curves,
+            "speedups": rows,
+            "best_speedup": best,
+        }
+        stem = out_dir / f"quality_vs_nfe_{spec.name}"
+        result["plot"] = str(stem.with_suffix(".png"))
+        plot(result, stem.with_suffix(".png"))
+        write_json(stem.with_suffix(".json"), result)
+        stem.with_suffix(".md").write_text(model_markdown(result))
+        (out_dir / "quality_vs_nfe.md").write_text(summary_markdown(out_dir))
+        print(f"[{spec.name}] wrote {stem}.{{json,md,png}}", flush=True)
+        outputs.append(result)
+    return outputs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    add_common_arguments(parser)
+    parser.add_argument("--nfe", type=lambda s: [int(v) for v in s.split(",")], help="comma-separated NFE grid")
+    parser.add_argument("--samplers", type=lambda s: s.split(","), help="comma-separated sampler names (default all)")
+    parser.add_argument("--num-samples", type=int, help="samples per point (default: the model's)")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

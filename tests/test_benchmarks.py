@@ -1,0 +1,133 @@
+"""Smoke tests of the benchmark scripts (tiny ``--quick`` models) and of their bookkeeping (NFE, speed-up, commands)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def benchlib() -> ModuleType:
+    return _load("benchlib")
+
+
+def _kjv_available() -> bool:
+    from bfn.data import DataUnavailableError, load_dataset
+
+    try:
+        load_dataset("kjv", "discrete", seq_len=16)
+    except DataUnavailableError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """Tiny trained runs of an image model and (when the KJV text is installed) the text model."""
+    runs = tmp_path_factory.mktemp("bench-runs")
+    models = ["digits-binary"] + (["kjv"] if _kjv_available() else [])
+    assert _load("train_models").main(["--quick", "--threads", "1", "--runs-dir", str(runs), "--models", *models]) == 0
+    return runs, models
+
+
+# ------------------------------------------------------------------------------------------------- bookkeeping
+
+
+def test_steps_for_nfe(benchlib: ModuleType) -> None:
+    variant = benchlib.Variant
+    assert variant("bfn", "bfn").steps_for(10) == 9  # n + 1 calls
+    assert variant("++2", "bfn-solver++2").steps_for(10) == 10
+    assert variant("++3s", "bfn-solver++3s").steps_for(10) == 4  # 3 (n - 1) + 1
+    two_stage = variant("++2s", "bfn-solver++2s")
+    assert two_stage.steps_for(10) is None  # 2 (n - 1) + 1 is odd
+    assert two_stage.steps_at_most(10) == 5 and two_stage.nfe(5) == 9
+
+
+def test_every_registered_sampler_appears(benchlib: ModuleType) -> None:
+    from bfn.sampling import SAMPLERS
+
+    for kind in ("continuous", "discretised", "discrete"):
+        names = {v.sampler for v in benchlib.sampler_variants(kind)}
+        assert names == {name for name, spec in SAMPLERS.items() if kind in spec.kinds}
+
+
+def test_nfe_to_match_interpolates_in_log_nfe() -> None:
+    quality = _load("quality_vs_nfe")
+    fid = _load("benchlib").FID
+    curve = [(5, 10.0), (10, 5.0), (20, 2.0)]
+    nfe, _ = quality.nfe_to_match(curve, 3.5, fid)
+    assert nfe == pytest.approx(math.sqrt(10 * 20))
+    assert quality.nfe_to_match(curve, 1.0, fid) == (None, "> 20")
+    assert quality.nfe_to_match(curve, 12.0, fid)[1] == "<= 5"
+
+
+def test_train_commands_resolve_to_the_benchmark_configs(benchlib: ModuleType) -> None:
+    from bfn.cli import build_parser, train_config_from_args
+
+    runs = benchlib.default_runs_dir("cpu")
+    for mode in ("cpu", "full"):
+        for spec in benchlib.bench_models(mode).values():
+            argv = shlex.split(benchlib.train_command(spec, runs))[1:]
+            from_cli = train_config_from_args(build_parser().parse_args(argv)).to_dict()
+            wanted = benchlib.train_config(spec, runs).to_dict()
+            for key in ("out", "progress"):
+                from_cli.pop(key), wanted.pop(key)
+            assert from_cli == wanted, spec.name
+
+
+# ------------------------------------------------------------------------------------------------- scripts
+
+
+def test_quality_vs_nfe_quick_is_reproducible(quick_runs: tuple[Path, list[str]], tmp_path: Path) -> None:
+    runs, models = quick_runs
+    quality = _load("quality_vs_nfe")
+    argv = ["--quick", "--threads", "1", "--runs-dir", str(runs), "--models", *models]
+    assert quality.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert quality.main([*argv, "--out", str(tmp_path / "b"), "--recompute"]) == 0
+    for name in models:
+        a = json.loads((tmp_path / "a" / f"quality_vs_nfe_{name}.json").read_text())
+        b = json.loads((tmp_path / "b" / f"quality_vs_nfe_{name}.json").read_text())
+        values = {k: [p["value"] for p in c["points"]] for k, c in a["curves"].items()}
+        assert values == {k: [p["value"] for p in c["points"]] for k, c in b["curves"].items()}
+        assert a["bits_per_dim"] == b["bits_per_dim"]
+        assert a["speedups"] and all(math.isfinite(v) for vs in values.values() for v in vs)
+        assert (tmp_path / "a" / f"quality_vs_nfe_{name}.png").stat().st_size > 0
+    assert "Speed-up" in (tmp_path / "a" / "quality_vs_nfe.md").read_text()
+
+
+def test_h_dial_quick(quick_runs: tuple[Path, list[str]], tmp_path: Path) -> None:
+    runs, models = quick_runs
+    h_dial = _load("h_dial")
+    assert (
+        h_dial.main(["--quick", "--threads", "1", "--runs-dir", str(runs), "--out", str(tmp_path), "--models", *models])
+        == 0
+    )
+    result = json.loads((tmp_path / f"h_dial_{models[0]}.json").read_text())
+    assert {(p["h"], p["order"]) for p in result["points"]} == {(0.0, 1), (1.0, 1), (0.0, 2), (1.0, 2)}
+    assert (tmp_path / "h_dial.md").read_text().count("| h |") == len(models)
+
+
+def test_costs_quick(tmp_path: Path) -> None:
+    costs = _load("costs")
+    assert (
+        costs.main(["--quick", "--threads", "1", "--out", str(tmp_path), "--models", "digits-continuous", "kjv"]) == 0
+    )
+    rows = json.loads((tmp_path / "costs.json").read_text())["rows"]
+    assert [r["case"] for r in rows] == ["digits-continuous", "kjv"]
+    assert all(r["net_ms"] > 0 and r["loss_ms"] > 0 and len(r["samplers"]) == 3 for r in rows)
+    assert "Training step" in (tmp_path / "costs.md").read_text()
