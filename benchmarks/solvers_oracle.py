@@ -1,0 +1,291 @@
+"""Sampler accuracy against exact denoisers, and the samplers' own cost per step.
+
+Usage::
+
+    python benchmarks/solvers_oracle.py            # CPU-friendly defaults (a few minutes on 2 cores)
+    python benchmarks/solvers_oracle.py --full     # more samples (tighter Monte-Carlo floors)
+    python benchmarks/solvers_oracle.py --quick    # a smoke run (seconds)
+
+Accuracy: every registered sampler runs on exact denoisers (no training) at a budget of NFE network calls; a sampler
+that makes ``k`` calls per step gets as many steps as fit (``nfe <= budget``), the original sampler ``budget - 1``.
+
+* ``gaussian``: continuous data ``N(0.3, 0.5^2)`` (sigma_1 = 1e-3, no clipping): Wasserstein-1 distance between the
+  samples and the data distribution (exact CDF).
+* ``mixture``: continuous data ``0.3 N(-0.5, 0.1^2) + 0.7 N(0.4, 0.2^2)`` (clipped to [-1, 1]): W1 as above.
+* ``bins``: discretised data on 16 bins with a known bin distribution (exact output distribution, sigma_1 =
+  sqrt(1e-3)): total variation; the solvers run with ``final="denoise"`` (a draw from ``p_O`` at tau = 1).
+
+The continuous and discretised solvers start from ``init="moment"`` with the true data mean and variance (at
+eta = 0.01 the default zero-mean start leaves a prior error that no step count removes); the original sampler starts
+from its exact prior at tau = 0.
+* ``table``: discrete, 2 positions x 3 classes with a correlated joint table, beta_1 = 3, eta = 1e-3: total variation
+  after one exact draw from the joint posterior of the final logits (solvers.md 6.5); the solvers run with
+  ``final="denoise"`` here so that the final state is at t = 0 (one extra call, counted).
+
+Each cell also carries a Monte-Carlo floor (the same distance for exact samples of the same size), printed per oracle.
+
+Overhead: a small MLP of the network contract (width 512, batch 256) is timed alone, then inside each sampler; the
+overhead is ``(sampling time - NFE x time per network call) / (NFE x time per network call)``. Everything that is not
+the network itself counts as overhead: the flow's input map (softmax for discrete data), the data prediction and the
+solver update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import norm
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import bfn
+from bfn.flows import ContinuousFlow, DiscreteFlow
+from bfn.sampling import SAMPLERS, sample
+from oracles import ExactBinPosteriorFlow, GaussianDenoiser, MixtureDenoiser, ZeroNet
+
+NFES = (5, 10, 20, 50, 100, 200)
+MIXTURE = ([0.3, 0.7], [-0.5, 0.4], [0.1, 0.2])
+GAUSSIAN = (0.3, 0.5)
+TABLE = torch.tensor([[0.3, 0.05, 0.05], [0.02, 0.2, 0.08], [0.1, 0.1, 0.1]], dtype=torch.float64)
+BIN_PROBS = torch.softmax(torch.sin(torch.arange(16, dtype=torch.float64) * 1.7) * 1.5, 0)
+
+
+# ------------------------------------------------------------------------------------------------- oracles
+class PairTable(nn.Module):
+    """Exact per-position posterior marginals for 2 positions with joint table ``P`` (network of the contract)."""
+
+    def __init__(self, table: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", table)
+
+    def forward(self, theta: Tensor, tau: Tensor) -> Tensor:
+        t1, t2 = theta[:, 0].double(), theta[:, 1].double()
+        marginals = torch.stack([t1 * (t2 @ self.table.T), t2 * (t1 @ self.table)], 1)
+        return torch.log(marginals.clamp_min(1e-300)).to(theta.dtype)
+
+
+def joint_posterior(z: Tensor) -> Tensor:
+    """``w(x1, x2) ~ P(x1, x2) theta_1[x1] theta_2[x2]`` for logits ``z`` of shape ``(B, 2, 3)``, flattened to 9."""
+    log_theta = torch.log_softmax(z.double(), -1)
+    log_w = torch.log(TABLE) + log_theta[:, 0, :, None] + log_theta[:, 1, None, :]
+    return torch.softmax(log_w.reshape(len(z), 9), -1)
+
+
+def tv_of_indices(idx: Tensor, probs: Tensor) -> float:
+    hist = torch.bincount(idx.flatten(), minlength=len(probs)).double() / idx.numel()
+    return 0.5 * (hist - probs).abs().sum().item()
+
+
+def w1_to_cdf(x: Tensor, cdf: Callable[[np.ndarray], np.ndarray]) -> float:
+    """Wasserstein-1 distance ``int |F_n - F|`` between samples ``x`` and a distribution with CDF ``cdf``."""
+    xs = np.sort(x.double().flatten().numpy())
+    grid = np.linspace(min(xs[0], -3.0), max(xs[-1], 3.0), 60001)
+    return float(np.trapezoid(np.abs(np.searchsorted(xs, grid, side="right") / len(xs) - cdf(grid)), grid))
+
+
+def gaussian_cdf(grid: np.ndarray) -> np.ndarray:
+    return norm.cdf((grid - GAUSSIAN[0]) / GAUSSIAN[1])
+
+
+def mixture_cdf(grid: np.ndarray) -> np.ndarray:
+    return sum(w * norm.cdf((grid - m) / s) for w, m, s in zip(*MIXTURE))
+
+
+class Oracle:
+    """A model with an exact denoiser, how to run a sampler on it, and the distance of the result to the truth."""
+
+    def __init__(self, name: str, model: bfn.BFN, distance: Callable[[Tensor], float], samples: int, **options) -> None:
+        self.name, self.model, self.distance, self.samples, self.options = name, model, distance, samples, options
+
+    def error(self, sampler: str, budget: int, seed: int = 0) -> tuple[float, int]:
+        spec = SAMPLERS[sampler]
+        final = "denoise" if spec.prior_start else self.options.get("final", "drop")
+        if spec.prior_start:
+            steps = budget - 1  # n updates and the call at tau = 1
+        elif final == "denoise":
+            steps = max(1, (budget - 1) // spec.nfe_per_step)  # k n + 1 calls
+        else:
+            steps = (budget - 1) // spec.nfe_per_step + 1  # k (n - 1) + 1 calls
+        options = {} if spec.prior_start else self.options
+        out = sample(self.model, self.samples, sampler, steps, torch.Generator().manual_seed(seed), **options)
+        return self.distance(out), out.nfe
+
+
+def build_oracles(n: int) -> list[Oracle]:
+    flow_g = ContinuousFlow(1e-3, clip=False)
+    gauss = bfn.BFN(GaussianDenoiser(flow_g, *GAUSSIAN), flow_g, (1,))
+    flow_m = ContinuousFlow(1e-3, clip=True)
+    mixture = bfn.BFN(MixtureDenoiser(flow_m, *MIXTURE), flow_m, (1,))
+    flow_b = ExactBinPosteriorFlow(16, math.sqrt(1e-3), BIN_PROBS.tolist())
+    bins = bfn.BFN(ZeroNet(2), flow_b, (1,), dtype=torch.float64)
+    flow_t = DiscreteFlow(3, 3.0)
+    table = bfn.BFN(PairTable(TABLE), flow_t, (2,))
+    draw = torch.Generator().manual_seed(123)
+    w, m, s = (torch.tensor(v, dtype=torch.float64) for v in MIXTURE)
+    mix_mean = float((w * m).sum())
+    mix_var = float((w * (s**2 + m**2)).sum()) - mix_mean**2
+    centres = flow_b.bin_centres()
+    bin_mean = float((BIN_PROBS * centres).sum())
+    bin_var = float((BIN_PROBS * centres**2).sum()) - bin_mean**2
+    return [
+        Oracle(
+            "gaussian",
+            gauss,
+            lambda out: w1_to_cdf(out.samples, gaussian_cdf),
+            n,
+            init="moment",
+            data_mean=GAUSSIAN[0],
+            data_var=GAUSSIAN[1] ** 2,
+        ),
+        Oracle(
+            "mixture",
+            mixture,
+            lambda out: w1_to_cdf(out.samples, mixture_cdf),
+            n,
+            init="moment",
+            data_mean=mix_mean,
+            data_var=mix_var,
+        ),
+        Oracle(
+            "bins",
+            bins,
+            lambda out: tv_of_indices(flow_b.bin_index(out.samples), BIN_PROBS),
+            n,
+            final="denoise",
+            init="moment",
+            data_mean=bin_mean,
+            data_var=bin_var,
+        ),
+        Oracle(
+            "table",
+            table,
+            lambda out: tv_of_indices(torch.multinomial(joint_posterior(out.state), 1, generator=draw), TABLE.ravel()),
+            n,
+            final="denoise",
+            eta=1e-3,
+        ),
+    ]
+
+
+def floors(n: int, seed: int = 99) -> dict[str, float]:
+    """The distances of exact samples of size ``n`` (the Monte-Carlo floor of each oracle)."""
+    g = torch.Generator().manual_seed(seed)
+    gauss = GAUSSIAN[0] + GAUSSIAN[1] * torch.randn(n, generator=g, dtype=torch.float64)
+    k = torch.multinomial(torch.tensor(MIXTURE[0], dtype=torch.float64), n, replacement=True, generator=g)
+    mix = torch.tensor(MIXTURE[1])[k] + torch.tensor(MIXTURE[2])[k] * torch.randn(n, generator=g, dtype=torch.float64)
+    return {
+        "gaussian": w1_to_cdf(gauss, gaussian_cdf),
+        "mixture": w1_to_cdf(mix, mixture_cdf),
+        "bins": tv_of_indices(torch.multinomial(BIN_PROBS, n, replacement=True, generator=g), BIN_PROBS),
+        "table": tv_of_indices(torch.multinomial(TABLE.flatten(), n, replacement=True, generator=g), TABLE.flatten()),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ overhead
+class MLP(nn.Module):
+    """A small time-conditioned MLP of the network contract (flattened input and time in, ``out`` per element)."""
+
+    def __init__(self, dims: int, channels_in: int, channels_out: int, width: int = 512) -> None:
+        super().__init__()
+        self.channels_out = channels_out
+        self.layers = nn.Sequential(
+            nn.Linear(dims * channels_in + 1, width),
+            nn.SiLU(),
+            nn.Linear(width, width),
+            nn.SiLU(),
+            nn.Linear(width, width),
+            nn.SiLU(),
+            nn.Linear(width, dims * channels_out),
+        )
+
+    def forward(self, inputs: Tensor, tau: Tensor) -> Tensor:
+        out = self.layers(torch.cat([inputs.flatten(1), tau[:, None]], 1))
+        shape = (len(inputs), -1) if self.channels_out == 1 else (len(inputs), -1, self.channels_out)
+        return 0.1 * out.reshape(shape)
+
+
+def time_it(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs (after one warm-up run)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def overhead(batch: int, steps: int, repeats: int) -> list[tuple[str, str, int, float, float]]:
+    """``(sampler, kind, nfe, ms per network call, overhead in %)`` for every sampler and kind."""
+    torch.manual_seed(0)
+    dims = 64
+    models = {
+        "continuous": bfn.BFN(MLP(dims, 1, 1), ContinuousFlow(1e-3), (dims,)),
+        "discretised": bfn.BFN(MLP(dims, 1, 2), bfn.DiscretisedFlow(16, math.sqrt(1e-3)), (dims,)),
+        "discrete": bfn.BFN(MLP(dims, 27, 27), DiscreteFlow(27, 0.5625), (dims,)),
+    }
+    rows = []
+    with torch.no_grad():
+        for kind, model in models.items():
+            state = model.flow.prior_state(batch, model.data_shape, torch.float32, "cpu") + 0.1
+            inputs = model.flow.net_input(state)
+            tau = torch.full((batch,), 0.5)
+            per_call = time_it(lambda m=model, i=inputs, t=tau: m.net(i, t), repeats * 5)
+            for name, spec in SAMPLERS.items():
+                if kind not in spec.kinds:
+                    continue
+                run = lambda m=model, n=name: sample(m, batch, n, steps, torch.Generator().manual_seed(0))
+                total = time_it(run, repeats)
+                nfe = run().nfe
+                rows.append((name, kind, nfe, 1e3 * per_call, 100.0 * (total - nfe * per_call) / (nfe * per_call)))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="200k samples per cell (default 20k)")
+    mode.add_argument("--quick", action="store_true", help="smoke run: 500 samples, NFE 5 and 10, short timing")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    n = 200_000 if args.full else 500 if args.quick else 20_000
+    nfes = (5, 10) if args.quick else NFES
+
+    print(f"## Accuracy against exact denoisers ({n} samples per cell; distance to the data distribution)\n")
+    floor = floors(n)
+    for oracle in build_oracles(n):
+        kind = oracle.model.flow.kind
+        metric = "TV" if oracle.name in ("bins", "table") else "W1"
+        print(f"### {oracle.name} ({kind}, {metric}; Monte-Carlo floor {floor[oracle.name]:.4f})\n")
+        print("| sampler | " + " | ".join(f"NFE {b}" for b in nfes) + " |")
+        print("|---|" + "---|" * len(nfes))
+        for name, spec in SAMPLERS.items():
+            if kind not in spec.kinds:
+                continue
+            cells = []
+            for budget in nfes:
+                err, used = oracle.error(name, budget)
+                cells.append(f"{err:.4f}" + ("" if used == budget else f" ({used})"))
+            print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+        print()
+    print("(a number in brackets is the NFE actually used where the budget does not divide into whole steps)\n")
+
+    batch, steps, repeats = (16, 2, 1) if args.quick else (256, 20, 5)
+    print(f"## Sampler overhead per step (MLP width 512, batch {batch}, {steps} steps, 1 thread)\n")
+    print("| sampler | kind | NFE | ms per network call | overhead % |")
+    print("|---|---|---|---|---|")
+    for name, kind, nfe, ms, pct in overhead(batch, steps, repeats):
+        print(f"| {name} | {kind} | {nfe} | {ms:.2f} | {pct:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
