@@ -44,6 +44,7 @@ _B4 = (
 _E = tuple(float(b5 - b4) for b5, b4 in zip(_B5, _B4))  # error weights (5th minus embedded 4th order)
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
+BETA = 0.04  # step-size stabilisation (PI control) as in Hairer & Wanner's DOPRI5 code
 
 
 @dataclass
@@ -132,15 +133,22 @@ def _initial_step(fn: RHS, s: Tensor, y: Tensor, f0: Tensor, direction: float, r
 
 
 def _dopri5(fn: RHS, y: Tensor, s0: float, s1: float, rtol: float, atol: float, max_steps: int) -> ODESolution:
-    """Adaptive Dormand-Prince 5(4) with per-row step sizes and times (local extrapolation, FSAL)."""
+    """Adaptive Dormand-Prince 5(4) with per-row step sizes and times (local extrapolation, FSAL).
+
+    Step-size control per row: ``h <- h * 0.9 err^(-0.2 + 0.75 beta) err_prev^beta`` (clamped to [0.2, 10]) after
+    an accepted step, with no growth right after a rejection; ``h <- h * max(0.2, 0.9 err^-0.2)`` after a rejection.
+    """
     batch, span = y.shape[0], abs(s1 - s0)
     direction = 1.0 if s1 >= s0 else -1.0
+    low, high = min(s0, s1), max(s0, s1)
     s = torch.full((batch,), s0, dtype=y.dtype, device=y.device)
     if span == 0.0:
         return ODESolution(y=y, nfe=0, steps=0)
     k1 = fn(s, y)
     h = _initial_step(fn, s, y, k1, direction, rtol, atol).clamp(max=span)
     nfe, accepted, rejected = 2, torch.zeros(batch, dtype=torch.long, device=y.device), 0
+    err_prev = torch.full_like(s, 1e-4)
+    just_rejected = torch.zeros(batch, dtype=torch.bool, device=y.device)
     a = [[float(v) for v in row] for row in _A]
     c = [float(v) for v in _C]
     b5 = [float(v) for v in _B5]
@@ -156,10 +164,10 @@ def _dopri5(fn: RHS, y: Tensor, s0: float, s1: float, rtol: float, atol: float, 
         ks = [k1]
         for i in range(1, 6):
             increment = sum(a[i][j] * ks[j] for j in range(i))
-            ks.append(fn(s + c[i] * hh, y + hcol * increment))
+            ks.append(fn((s + c[i] * hh).clamp(low, high), y + hcol * increment))
         y_new = y + hcol * sum(b5[j] * ks[j] for j in range(6))
         last = (hh.abs() >= remaining) & active
-        s_new = torch.where(last, torch.full_like(s, s1), s + hh)
+        s_new = torch.where(last, torch.full_like(s, s1), (s + hh).clamp(low, high))
         k7 = fn(s_new, y_new)
         ks.append(k7)
         nfe += 6
@@ -167,12 +175,17 @@ def _dopri5(fn: RHS, y: Tensor, s0: float, s1: float, rtol: float, atol: float, 
         scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
         err_norm = _rms(err / scale)
         ok = (err_norm <= 1.0) & active
-        rejected += int((active & ~ok).sum())
+        failed = active & ~ok
+        rejected += int(failed.sum())
         accepted += ok.long()
         y = torch.where(ok[:, None], y_new, y)
         s = torch.where(ok, s_new, s)
         k1 = torch.where(ok[:, None], k7, k1)
-        factor = SAFETY * err_norm.clamp_min(1e-10) ** -0.2
-        factor = torch.where(ok, factor.clamp(MIN_FACTOR, MAX_FACTOR), factor.clamp(MIN_FACTOR, 1.0))
-        h = torch.where(active, hh.abs() * factor, h)
+        err_safe = err_norm.clamp_min(1e-10)
+        grow = SAFETY * err_safe ** (-0.2 + 0.75 * BETA) * err_prev**BETA
+        grow = torch.where(just_rejected, grow.clamp(max=1.0), grow).clamp(MIN_FACTOR, MAX_FACTOR)
+        shrink = (SAFETY * err_safe**-0.2).clamp(MIN_FACTOR, 1.0)
+        h = torch.where(active, hh.abs() * torch.where(ok, grow, shrink), h)
+        err_prev = torch.where(ok, err_safe, err_prev)
+        just_rejected = torch.where(active, failed, just_rejected)
     raise RuntimeError(f"adaptive ODE solver: no convergence within max_steps={max_steps} step attempts")

@@ -33,6 +33,7 @@ from bfn.likelihood.pf_ode import (
     LogDensityFn,
     ScoreFn,
     Variable,
+    batch_jacobian,
     check_interval,
     grad_or_zeros,
     pf_ode_logp,
@@ -86,11 +87,10 @@ def score_derivatives(score: ScoreFn, x: Tensor, shape: tuple[int, ...], t: Tens
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         s = score(xg.reshape(batch, *shape), t).reshape(batch, dim)
-        js = torch.stack([grad_or_zeros(s[:, j], xg, create_graph=True) for j in range(dim)], dim=1)
-        rows = [[grad_or_zeros(js[:, j, k], xg, create_graph=True) for k in range(dim)] for j in range(dim)]
-        hs = torch.stack([torch.stack(row, dim=1) for row in rows], dim=1)
+        js = batch_jacobian(s, xg, create_graph=True)
+        hs = batch_jacobian(js.reshape(batch, dim * dim), xg, create_graph=True).reshape(batch, dim, dim, dim)
         grad_div = torch.einsum("bjjl->bl", hs)
-        hess_div = torch.stack([grad_or_zeros(grad_div[:, l], xg) for l in range(dim)], dim=1)
+        hess_div = batch_jacobian(grad_div, xg)
     return s.detach(), js.detach(), hs.detach(), grad_div.detach(), hess_div.detach()
 
 
@@ -102,7 +102,7 @@ def log_density_derivatives(log_density: LogDensityFn, x: Tensor) -> tuple[Tenso
         xg = as_f64(x).detach().reshape(batch, dim).requires_grad_(True)
         value = as_f64(log_density(xg.reshape(x.shape)))
         grad = grad_or_zeros(value, xg, create_graph=True)
-        hess = torch.stack([grad_or_zeros(grad[:, k], xg) for k in range(dim)], dim=1)
+        hess = batch_jacobian(grad, xg)
     return value.detach(), grad.detach(), hess.detach()
 
 
