@@ -519,3 +519,22 @@ def test_score_helpers():
     e_hat = torch.softmax(discrete.call_net(z, flip_clock(t64(0.3))), -1)
     beta = 2.0 * 0.7**2
     close(score_from_prediction(discrete.flow.sde, z, k * e_hat - 1, 0.3), -z / (k * beta) + e_hat - 1 / k)
+
+
+@pytest.mark.parametrize("h", [0.0, 0.5, 1.0, 2.0])
+def test_h_family_drift_in_data_and_score_form(h):
+    """``B_h = f x - (1+h)/2 g^2 s`` equals ``(dlog sigma/dt - h dlambda/dt) x + (1+h) dlambda/dt alpha x0_hat``
+    (path_integral.md 2.5), the form the exponential integrator solves exactly; continuous and discrete SDEs."""
+    from bfn.sampling import score_from_prediction
+
+    for sde in (ContinuousFlow(0.02).sde, DiscreteFlow(3, 1.5).sde):
+        t = t64([0.1, 0.45, 0.8])
+        x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
+        x0_hat = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=F64)
+        col = lambda v: v.reshape(-1, 1)
+        s = score_from_prediction(sde, x, x0_hat, col(t))
+        score_form = col(sde.f(t)) * x - (1 + h) / 2 * col(sde.g2(t)) * s
+        dlog_sigma = derivative(lambda u, sde=sde: torch.log(sde.sigma(u)), t)
+        dlam = derivative(sde.lam, t)
+        data_form = col(dlog_sigma - h * dlam) * x + (1 + h) * col(dlam * sde.alpha(t)) * x0_hat
+        close(score_form, data_form, rtol=1e-10, atol=1e-12)

@@ -47,9 +47,9 @@ def sde_weights(s: float, t: float, beta_1: float) -> tuple[float, float, float]
 
 def ode_update(z_s: Tensor, s: float, t: float, derivatives: Sequence[Tensor], beta_1: float) -> Tensor:
     """``z_t = ((1-t)/(1-s)) z_s - beta_1 (1 - t) [h x0 + h^2/2 x0' + h^3/6 x0'']`` (derivatives of ``x0_hat`` in t)."""
-    z_t = ((1.0 - t) / (1.0 - s)) * z_s
+    z_t = z_s * ((1.0 - t) / (1.0 - s))
     for w, d in zip(ode_weights(s, t), derivatives):
-        z_t = z_t - (beta_1 * (1.0 - t) * w) * d
+        z_t.sub_(d, alpha=beta_1 * (1.0 - t) * w)
     return z_t
 
 
@@ -58,10 +58,10 @@ def sde_update(
 ) -> Tensor:
     """``z_t = z_s + sum_j W_j x0^(j) + sqrt(K (beta_t - beta_s)) xi`` with the weights of :func:`sde_weights`."""
     weights = sde_weights(s, t, beta_1)
-    z_t = z_s
+    z_t = z_s.add(noise, alpha=math.sqrt(num_classes * weights[0]))
     for w, d in zip(weights, derivatives):
-        z_t = z_t + w * d
-    return z_t + math.sqrt(num_classes * weights[0]) * noise
+        z_t.add_(d, alpha=w)
+    return z_t
 
 
 def _sde(ctx: StepContext) -> DiscreteSDE:

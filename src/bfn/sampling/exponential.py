@@ -42,12 +42,12 @@ def divided_differences(points: Sequence[tuple[float, Tensor]], order: int) -> l
     if order == 1:
         return [y0]
     v1, y1 = points[1]
-    f01 = (y0 - y1) / (v0 - v1)
+    f01 = (y0 - y1).mul_(1.0 / (v0 - v1))
     if order == 2:
         return [y0, f01]
     v2, y2 = points[2]
-    f012 = (f01 - (y1 - y2) / (v1 - v2)) / (v0 - v2)
-    return [y0, f01 + (v0 - v1) * f012, 2.0 * f012]
+    f012 = (y1 - y2).mul_(-1.0 / (v1 - v2)).add_(f01).mul_(1.0 / (v0 - v2))  # (F01 - F12) / (v0 - v2)
+    return [y0, f01.add(f012, alpha=v0 - v1), f012.mul_(2.0)]
 
 
 def exact_taylor_weights(delta: float, c: float, order: int) -> tuple[float, ...]:
@@ -88,11 +88,11 @@ def exponential_update(
     added when ``noise`` is given (it must be for ``h > 0``).
     """
     delta = t.lam - s.lam
-    x_t = (t.sigma / s.sigma * math.exp(-h * delta)) * x_s
+    x_t = x_s * (t.sigma / s.sigma * math.exp(-h * delta))
     for w, d in zip(weights(delta, 1.0 + h, len(derivatives)), derivatives):
-        x_t = x_t + (t.alpha * w) * d
+        x_t.add_(d, alpha=t.alpha * w)
     if noise is not None:
-        x_t = x_t + (t.sigma * math.sqrt(-math.expm1(-2.0 * h * delta))) * noise
+        x_t.add_(noise, alpha=t.sigma * math.sqrt(-math.expm1(-2.0 * h * delta)))
     return x_t
 
 
@@ -140,8 +140,8 @@ def noise_first_order_step(
     """
     s, t = ctx.schedule.at(state.t), ctx.schedule.at(t_next)
     x0 = ctx.predictor(state.x, state.t)
-    eps = (state.x - s.alpha * x0) / s.sigma
-    return StepResult((t.alpha / s.alpha) * state.x - (t.sigma * math.expm1(t.lam - s.lam)) * eps, x0)
+    eps = state.x.sub(x0, alpha=s.alpha).mul_(1.0 / s.sigma)
+    return StepResult((state.x * (t.alpha / s.alpha)).sub_(eps, alpha=t.sigma * math.expm1(t.lam - s.lam)), x0)
 
 
 def singlestep2_step(
