@@ -124,6 +124,13 @@ def test_conformance(name, kind, dtype):
         assert not torch.equal(other.state, out.state)
 
 
+def test_typed_options_cover_every_sampler_option():
+    from bfn.sampling import SamplerOptions
+
+    accepted = set().union(*(spec.defaults() for spec in SAMPLERS.values()))
+    assert accepted == set(SamplerOptions.__annotations__)
+
+
 def test_nfe_formula_examples():
     assert SAMPLERS["bfn"].nfe(10) == 11
     assert SAMPLERS["bfn-solver++2"].nfe(10) == 10

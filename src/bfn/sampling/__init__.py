@@ -26,7 +26,7 @@ from bfn.sampling.engine import (
     StepResult,
     integrate,
 )
-from bfn.sampling.registry import DEFAULT_ETA, SAMPLERS, SamplerSpec, get_sampler, resolve_options
+from bfn.sampling.registry import DEFAULT_ETA, SAMPLERS, SamplerOptions, SamplerSpec, get_sampler, resolve_options
 
 __all__ = [
     "DEFAULT_ETA",
@@ -36,6 +36,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "SampleOutput",
+    "SamplerOptions",
     "SamplerSpec",
     "SamplerState",
     "Schedule",

@@ -16,7 +16,10 @@ from bfn.sampling.registry import SamplerSpec, get_sampler, resolve_options
 from bfn.time import flip_clock, time_grid
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from bfn.model import BFN
+    from bfn.sampling.registry import SamplerOptions
 
 
 @dataclass
@@ -47,7 +50,7 @@ def sample(
     sampler: str = "bfn",
     steps: int = 100,
     generator: torch.Generator | None = None,
-    **options: Any,
+    **options: Unpack[SamplerOptions],
 ) -> SampleOutput:
     """Draw ``num_samples`` samples from ``model`` with the registered sampler ``sampler`` in ``steps`` steps.
 
@@ -63,9 +66,11 @@ def sample(
     * ``h-solver`` (all kinds): the path-integral family, options ``h >= 0`` (noise-variance multiplier: 0 = PF-ODE,
       1 = reverse SDE; default 0.5) and ``order`` 1-3 (multistep, default 2).
 
-    When to use which: at about 10 calls a second-order ODE solver (``bfn-solver++2`` / ``bfn-solver2``); from
-    about 20-50 calls up the SDE solvers (``sde-bfn-solver++2`` / ``sde-bfn-solver2``) or the h-solver with
-    ``h`` around 0.5-1; ``bfn`` reproduces the original paper's sampler and needs hundreds of calls.
+    When to use which (the paper's findings, and the oracle benchmark ``benchmarks/solvers_oracle.py``): at about 10
+    calls a second-order ODE solver (``bfn-solver++2``, ``bfn-solver++3s``; discrete ``bfn-solver2``) or the
+    h-solver; from about 20-50 calls the SDE solvers (``sde-bfn-solver++2`` / ``sde-bfn-solver2``) or the h-solver
+    with ``h`` around 0.5-1, which also wash out the error of an approximate start (``init="zero"``) that the ODE
+    solvers keep; ``bfn`` reproduces the original paper's sampler and needs hundreds of calls.
 
     Options of the solvers (every sampler but ``bfn``):
 

@@ -158,6 +158,7 @@ class StepContext:
 
     @property
     def sde(self) -> LinearSDE:
+        """The flow's linear SDE (float64 ``alpha``, ``sigma``, ``lam``, ``t_of_lam``, ``f``, ``g2``)."""
         return self.flow.sde
 
     @classmethod
@@ -208,6 +209,7 @@ class Method:
 
     @property
     def history_length(self) -> int:
+        """How many earlier predictions the loop keeps: ``order - 1`` for multistep methods, else none."""
         return self.order - 1 if self.multistep else 0
 
 

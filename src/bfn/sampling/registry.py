@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from numbers import Real
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from torch import Tensor
 
@@ -17,6 +17,26 @@ from bfn.sampling.engine import Method, StepFn
 
 FinalRule = Literal["drop", "denoise"]
 InitRule = Literal["zero", "moment"]
+GridRule = Literal["uniform", "logsnr"]
+
+
+class SamplerOptions(TypedDict, total=False):
+    """Every option :func:`bfn.sampling.sample` accepts (each sampler takes a subset; see ``SamplerSpec.defaults``)."""
+
+    grid: GridRule | Tensor
+    eta: float | None
+    init: InitRule | Tensor
+    final: FinalRule
+    mode: bool
+    clip: bool | None
+    data_mean: float | Sequence[float] | Tensor | None
+    data_var: float | Sequence[float] | Tensor | None
+    callback: Callable[[dict[str, Any]], None] | None
+    trajectory: bool
+    categorical: bool
+    h: float
+    order: Literal[1, 2, 3]
+
 
 KINDS: tuple[FlowKind, ...] = ("continuous", "discretised", "discrete")
 CONTINUOUS_KINDS: tuple[FlowKind, ...] = ("continuous", "discretised")
