@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo.png: the original sampler next to BFN-Solver++2 at the same NFE.",
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default 4000)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
     demo.add_argument("--nfe", type=int, default=10, help="network calls per sample for both samplers (default 10)")
     demo.add_argument("--num", type=int, default=100, help="samples shown per sampler (default 100)")
     demo.add_argument(
@@ -449,10 +449,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``bfn demo``."""
-    from bfn.training import demo_config, run_demo
+    from bfn.training import DEMO_STEPS, demo_config, run_demo
 
     changes: dict[str, Any] = {"device": args.device, "progress": args.progress}
-    steps = args.steps if args.steps is not None else 4000
+    steps = args.steps if args.steps is not None else DEMO_STEPS
     num, metric_samples = args.num, args.metric_samples
     if args.quick:
         steps = args.steps if args.steps is not None else 30
@@ -462,6 +462,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _print_json("resolved demo config", config.to_dict())
     if args.dry_run:
         return 0
+    if args.threads is None:  # a tiny model: one thread is as fast, and immune to oversubscribed cores
+        import torch
+
+        torch.set_num_threads(1)
+        print("using 1 CPU thread (bfn --threads N demo to change)")
     result = run_demo(config, nfe=args.nfe, num_samples=num, metric_samples=metric_samples)
     print(f"test NLL: {result.test_bpd:.4f} bits/dim (digits test split, EMA weights)")
     compared = " vs ".join(f"{row['sampler']} @ {row['nfe']} NFE" for row in result.rows)
