@@ -33,20 +33,26 @@ NFE                 network function evaluations                                
 ==================  =================================================================  =====================
 """
 
+from bfn import likelihood, sampling
 from bfn.flows import ContinuousFlow, DiscreteFlow, DiscretisedFlow, Flow
 from bfn.model import BFN, bits_per_dim
+from bfn.sampling import SAMPLERS, SampleOutput
 from bfn.time import flip_clock, time_grid
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BFN",
+    "SAMPLERS",
     "ContinuousFlow",
     "DiscreteFlow",
     "DiscretisedFlow",
     "Flow",
+    "SampleOutput",
     "__version__",
     "bits_per_dim",
     "flip_clock",
+    "likelihood",
+    "sampling",
     "time_grid",
 ]
