@@ -131,6 +131,9 @@ class ExactBinPosteriorFlow(DiscretisedFlow):
         log_w = self.log_pi.to(mu.device) - 0.5 * (mu64 - gamma * centres) ** 2 / var
         return torch.softmax(log_w, dim=-1).to(mu.dtype)
 
+    def data_prediction(self, net_out: Tensor, state: Tensor, tau: Tensor) -> Tensor:
+        return self.k_hat(self.bin_probs(net_out, state, tau))
+
 
 class ZeroNet(nn.Module):
     """Outputs zeros of the contract's shape: ``(B, *S)`` or ``(B, *S, channels)``; input ``(B, *S[, C])``."""

@@ -296,3 +296,21 @@ def test_discretised_reconstruction_with_a_sharp_output_is_near_zero():
     x = flow.quantize(torch.rand(32, 5, generator=gen(40), dtype=F64) * 2 - 1)
     # eps prediction 0 => mu_x = mu / gamma ~ x (sigma_1 tiny), sigma_x = max(sqrt((1-g)/g), 1e-3) ~ 1e-3 << 1/16
     assert model.reconstruction_loss(x, gen(41)).abs().max().item() < 1e-6
+
+
+def test_discretised_data_prediction_is_the_output_mean():
+    """The CDF-sum form of k_hat equals sum_k p_O(k) k_c, also far outside [-1, 1] and for tiny sigma_x."""
+    flow = bfn.DiscretisedFlow(17, 0.02)
+    g = gen(50)
+    net_out = torch.randn(64, 3, 2, generator=g, dtype=F64) * 4
+    mu = torch.randn(64, 3, generator=g, dtype=F64) * 2
+    tau = torch.rand(64, generator=g, dtype=F64)
+    tau[:4] = torch.tensor([0.0, 1e-7, 1.0, 0.5])
+    expected = flow.k_hat(flow.bin_probs(net_out, mu, tau))
+    assert torch.allclose(flow.data_prediction(net_out, mu, tau), expected, atol=1e-12)
+
+
+def test_quantize_agrees_with_bin_centres_in_float32():
+    flow = bfn.DiscretisedFlow(10, 0.02)
+    centres = flow.bin_centres(torch.float32)
+    assert torch.equal(flow.quantize(centres), centres)

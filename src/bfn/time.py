@@ -19,6 +19,17 @@ if TYPE_CHECKING:
 
 GridKind = Literal["uniform", "logsnr"]
 
+DEFAULT_ETA: dict[str, float] = {"continuous": 1e-2, "discretised": 1e-2, "discrete": 1e-3}
+"""Default end offset ``eta`` per data kind: the BFN-Solver protocol values (CIFAR-10 0.01, text8 0.001).
+
+Shared by the samplers (grids start at ``t = 1 - eta``, i.e. the first network call is at ``tau = eta``) and the
+PF-ODE likelihood (truncation at ``t_max = 1 - eta``); evaluate a likelihood with the ``eta`` of the sampler it
+describes. Two effects pull in opposite directions: the Gaussian start at ``t = 1 - eta`` ignores the signal, whose
+size relative to the noise is ``exp(lambda_{1 - eta})`` (0.38 for continuous data with ``sigma_1 = 1e-3`` and
+``eta = 1e-2``; ``eta sqrt(beta_1 / K)`` for discrete data), while a smaller ``eta`` starts where trained networks are
+least accurate (near ``tau = 0`` the continuous data estimate amplifies noise-prediction errors by
+``1 / sqrt(gamma)``)."""
+
 
 def flip_clock(time: Tensor | float) -> Tensor | float:
     """Convert BFN time ``tau`` to solver time ``t = 1 - tau``, or back (the map is its own inverse)."""

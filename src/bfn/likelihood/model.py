@@ -44,30 +44,14 @@ from bfn.likelihood.pf_ode import LogDensityFn, ODELogDensity, ScoreFn, TraceMet
 from bfn.likelihood.sdes import GaussianPrior
 from bfn.likelihood.wkb import WKBResult, check_wkb_dim, wkb_first_order
 from bfn.model import BFN
-from bfn.time import flip_clock
+from bfn.time import DEFAULT_ETA, flip_clock
 
 Prior = Literal["gaussian"] | Callable[[Tensor], Tensor]
 """``"gaussian"`` (``N(0, sigma_{t_max}^2 I)``) or a log-density of the state at ``t_max``: ``(B, *state) -> (B,)``."""
 
-DEFAULT_ETA: dict[str, float] = {"continuous": 1e-2, "discretised": 1e-2, "discrete": 1e-3}
-"""Default truncation per data kind (``eta=None``): the ODE runs from ``t = 0`` to ``t_max = 1 - eta``.
-
-These are the BFN-Solver protocol values (CIFAR-10 0.01, text8 0.001), the samplers' defaults; pass the ``eta`` of
-the sampler whose model you evaluate. Two effects pull in opposite directions:
-
-* the Gaussian prior at ``t_max`` ignores the signal ``alpha_{t_max} x0``, whose size relative to the noise is
-  ``exp(lambda_{t_max})``: ``sqrt(gamma_eta / (1 - gamma_eta))`` for continuous and discretised data (0.38 for
-  ``sigma_1 = 1e-3``, ``eta = 1e-2``) and ``eta sqrt(beta_1 / K)`` for discrete data (negligible at 1e-3);
-* a smaller ``eta`` makes the ODE start where trained networks are least accurate: near ``tau = 0`` a
-  noise-predicting network must output ``eps_hat ~ mu / sigma`` from inputs of size ``sigma``, and its errors
-  there are amplified by ``1 / sqrt(gamma)`` in ``x_hat`` (the ELBO barely sees them: it clips ``x_hat`` and
-  rarely samples such ``tau``). For small MLPs trained on 2-D data, NLL_0 can rise by several nats from
-  ``eta = 1e-2`` to ``1e-5``; with an exact denoiser only the small prior mismatch remains.
-"""
-
 
 def resolve_eta(flow: Flow, eta: float | None) -> float:
-    """``eta``, or the kind's :data:`DEFAULT_ETA`, checked to lie in (0, 1) (and above the ``x_hat := 0`` cut-off)."""
+    """``eta`` or the kind's :data:`bfn.time.DEFAULT_ETA`, checked to lie in (0, 1), above the x_hat cut-off."""
     if eta is None:
         return DEFAULT_ETA[flow.kind]
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 < eta < 1.0:
@@ -295,7 +279,7 @@ def pf_ode_nll(
     Args:
         model: the BFN (its network in eval mode).
         x: a batch of data in the flow's format (checked by the flow).
-        eta: truncation ``t_max = 1 - eta``; ``None``: the kind's :data:`DEFAULT_ETA` (1e-2 continuous and
+        eta: truncation ``t_max = 1 - eta``; ``None``: the kind's :data:`bfn.time.DEFAULT_ETA` (1e-2 continuous and
             discretised, 1e-3 discrete, as the samplers). Use the ``eta`` of the sampler you evaluate.
         prior: ``"gaussian"`` (the samplers' ``N(0, sigma_{t_max}^2 I)``) or a log-density of the state at
             ``t_max`` (e.g. the exact marginal, for tests).

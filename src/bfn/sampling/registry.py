@@ -14,6 +14,7 @@ from torch import Tensor
 from bfn.flows.base import FlowKind
 from bfn.sampling import discrete, exponential, original
 from bfn.sampling.engine import Method, StepFn
+from bfn.time import DEFAULT_ETA
 
 FinalRule = Literal["drop", "denoise"]
 InitRule = Literal["zero", "moment"]
@@ -41,8 +42,6 @@ class SamplerOptions(TypedDict, total=False):
 KINDS: tuple[FlowKind, ...] = ("continuous", "discretised", "discrete")
 CONTINUOUS_KINDS: tuple[FlowKind, ...] = ("continuous", "discretised")
 
-DEFAULT_ETA: dict[str, float] = {"continuous": 1e-2, "discretised": 1e-2, "discrete": 1e-3}
-"""Default end offset ``eta`` per data kind: the BFN-Solver protocol values (CIFAR-10 0.01, text8 0.001)."""
 
 SOLVER_OPTIONS: dict[str, Any] = {
     "grid": "uniform",
