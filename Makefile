@@ -9,7 +9,7 @@ test:
 	bash scripts/setup.sh dev
 	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/ruff format --check src tests benchmarks
-	.venv/bin/python -m pytest -n 2 -p no:cacheprovider
+	OMP_NUM_THREADS=1 .venv/bin/python -m pytest -n 2 -p no:cacheprovider
 
 lint:
 	.venv/bin/ruff check --fix src tests benchmarks

@@ -80,10 +80,19 @@ def test_save_and_load_pretrained_round_trip(tmp_path: Path) -> None:
 
 
 def test_save_pretrained_needs_a_network_spec(tmp_path: Path) -> None:
-    model = BFN(_model().net, _model().flow, (3,))  # built by hand: no spec recorded
+    reference = _model()
+    net = reference.net
+    del net.net_spec  # a network built by hand records no spec
+    model = BFN(net, reference.flow, (3,))
     with pytest.raises(ValueError, match="net_name"):
         model.save_pretrained(tmp_path)
     model.save_pretrained(tmp_path, net_name="mlp", net_options={"hidden": 16, "depth": 1})
+    torch.testing.assert_close(_outputs(BFN.from_pretrained(tmp_path)), _outputs(model))
+
+
+def test_save_pretrained_round_trips_a_build_net_network(tmp_path: Path) -> None:
+    model = _model()  # build_net records its name and options on the network
+    model.save_pretrained(tmp_path)
     torch.testing.assert_close(_outputs(BFN.from_pretrained(tmp_path)), _outputs(model))
 
 

@@ -203,7 +203,7 @@ def build_model(config: Mapping[str, Any]) -> BFN:
     """Build a freshly initialised :class:`~bfn.BFN` from a :func:`model_config` dict.
 
     The network comes from :func:`bfn.nets.build_net` with the flow's channel counts; the model remembers the
-    network spec (``model.net_spec``) so that :meth:`~bfn.BFN.save_pretrained` can write it back.
+    network spec (``model.net.net_spec``) so that :meth:`~bfn.BFN.save_pretrained` can write it back.
     """
     from bfn.flows import flow_from_config
     from bfn.model import BFN
@@ -212,20 +212,17 @@ def build_model(config: Mapping[str, Any]) -> BFN:
     flow = flow_from_config(config["flow"]["kind"], dict(config["flow"]["config"]))
     data_shape = tuple(int(d) for d in config["data_shape"])
     name, options = config["net"]["name"], dict(config["net"].get("options") or {})
-    net = build_net(name, data_shape, flow.input_channels, flow.output_channels, **options)
-    model = BFN(net, flow, data_shape)
-    model.net_spec = {"name": name, "options": options}
-    return model
+    return BFN(build_net(name, data_shape, flow.input_channels, flow.output_channels, **options), flow, data_shape)
 
 
 def _net_spec(model: BFN, net_name: str | None, net_options: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
     if net_name is not None:
         return net_name, dict(net_options or {})
-    spec = getattr(model, "net_spec", None)
+    spec = getattr(model.net, "net_spec", None)
     if spec is None:
         raise ValueError(
-            "save_pretrained needs the network's name and options to rebuild it: pass net_name= (and "
-            "net_options=), or build the model with bfn.checkpoint.build_model / BFN.from_pretrained"
+            "save_pretrained needs the network's name and options to rebuild it: build the network with "
+            "bfn.nets.build_net, or pass net_name= (and net_options=) of a reference network"
         )
     return spec["name"], dict(spec.get("options") or {})
 
@@ -240,7 +237,7 @@ def save_pretrained(
     """Write ``config.json`` and ``model.safetensors`` (atomically) so :func:`load_pretrained` can rebuild ``model``.
 
     The network must be a reference network (:func:`bfn.nets.build_net`); its name and options come from
-    ``net_name``/``net_options`` or from ``model.net_spec``. Returns the folder.
+    ``net_name``/``net_options`` or from ``model.net.net_spec`` (set by ``build_net``). Returns the folder.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

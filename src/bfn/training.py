@@ -797,7 +797,6 @@ class _Trainer:
         self.model = build_model(self.spec).to(self.ctx.device).train()
         self.ema = EMA(self.model.net, self.config.ema_decay)
         self.ema_model = BFN(self.ema.net, self.model.flow, self.model.data_shape)
-        self.ema_model.net_spec = self.model.net_spec
         self.optimizer = torch.optim.AdamW(
             self.model.net.parameters(),
             lr=self.config.lr,

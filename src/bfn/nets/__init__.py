@@ -48,6 +48,9 @@ def build_net(
         in_channels, out_channels: values per data element (see the module docstring).
         **options: keyword arguments of the network class, e.g. ``hidden=128`` for the MLP.
 
+    The returned module carries ``net_spec = {"name": ..., "options": ...}``, which
+    :meth:`bfn.BFN.save_pretrained` stores so that :meth:`bfn.BFN.from_pretrained` can rebuild the network.
+
     Raises:
         ValueError: for an unknown name (the message lists the valid names).
     """
@@ -55,4 +58,6 @@ def build_net(
         cls = NETS[name]
     except KeyError:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(sorted(NETS))}") from None
-    return cls(tuple(data_shape), in_channels, out_channels, **options)
+    net = cls(tuple(data_shape), in_channels, out_channels, **options)
+    net.net_spec = {"name": name, "options": dict(options)}  # lets BFN.save_pretrained rebuild it
+    return net
