@@ -300,11 +300,21 @@ class Variant:
         return best
 
 
-def sampler_variants(kind: str) -> list[Variant]:
+LOGSNR_SOLVERS: dict[str, tuple[str, ...]] = {
+    "continuous": ("bfn-solver++2", "bfn-solver++3", "sde-bfn-solver++2"),
+    "discretised": ("bfn-solver++2", "bfn-solver++3", "sde-bfn-solver++2"),
+    "discrete": ("bfn-solver2", "bfn-solver3", "sde-bfn-solver2"),
+}
+"""Multistep solvers that the sweep also runs on the time grid uniform in log-SNR (``grid="logsnr"``)."""
+
+
+def sampler_variants(kind: str, logsnr: bool = True) -> list[Variant]:
     """Every registered sampler applicable to ``kind``, with default options (h-solver: ``h = 0.5``, order 2).
 
     For discrete data the original sampler also appears with ``categorical=False`` (its mean-guess form, which is
-    exactly SDE-BFN-Solver1, Xue et al. Prop. 5.3).
+    exactly SDE-BFN-Solver1, Xue et al. Prop. 5.3). With ``logsnr`` the main multistep solvers
+    (:data:`LOGSNR_SOLVERS`) appear a second time on the grid uniform in log-SNR instead of the paper's grid uniform
+    in ``t``.
     """
     out = []
     for name, spec in SAMPLERS.items():
@@ -317,6 +327,8 @@ def sampler_variants(kind: str) -> list[Variant]:
             out.append(Variant(name, name))
         if name == "bfn" and kind == "discrete":
             out.append(Variant("bfn (categorical=False)", name, {"categorical": False}))
+    if logsnr:
+        out += [Variant(f"{name} (logsnr grid)", name, {"grid": "logsnr"}) for name in LOGSNR_SOLVERS[kind]]
     return out
 
 

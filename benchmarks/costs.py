@@ -16,17 +16,18 @@ and a Transformer for KJV text, with their training batch and their sampling bat
   right shape (a learnable tensor for training, so the loss still back-propagates), i.e. exactly the work BFN adds;
   overhead = stub time / network time. This one is robust to noise and is the number to quote.
 
-Peak memory: on CUDA the allocator's peak during one step; on the CPU the increase of the peak resident set of a
-fresh process over the moment just before the step (each measured in its own subprocess).
+On the CPU the timer is the process's CPU time (``--clock auto``), which other processes on the same cores do not
+inflate; run with ``--threads 1`` so that no worker thread spins while it waits.
+
+Peak memory: what one step (or one sampler run) adds on top of the memory in use before it: on CUDA the allocator's
+peak, on the CPU the peak resident set size after resetting it (Linux ``/proc/self/clear_refs``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -148,8 +149,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+CLOCK: Callable[[], float] = time.perf_counter
+
+
+def use_clock(kind: str, device: torch.device) -> str:
+    """Select the timer: ``wall`` (``perf_counter``) or ``cpu`` (this process's CPU time, ``process_time``).
+
+    ``auto`` is CPU time on the CPU (robust to other processes sharing the cores; use ``--threads 1`` so that no
+    thread spins while waiting) and wall time on a GPU.
+    """
+    global CLOCK
+    if kind == "auto":
+        kind = "wall" if device.type == "cuda" else "cpu"
+    CLOCK = time.process_time if kind == "cpu" else time.perf_counter
+    return kind
+
+
 def alternate(fns: Sequence[Callable[[], object]], device: torch.device, repeats: int, warmup: int = 2) -> list[float]:
-    """Median wall time (s) of each of ``fns``, timed in turn (ABAB...) so that drifting load hits all alike."""
+    """Median time (s, see :func:`use_clock`) of each of ``fns``, timed in turn (ABAB...) so that drifting load
+    hits all alike."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -157,10 +175,10 @@ def alternate(fns: Sequence[Callable[[], object]], device: torch.device, repeats
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             sync(device)
-            start = time.perf_counter()
+            start = CLOCK()
             fn()
             sync(device)
-            times[i].append(time.perf_counter() - start)
+            times[i].append(CLOCK() - start)
     return [statistics.median(t) for t in times]
 
 
@@ -213,29 +231,21 @@ def sampler_run(model: bfn.BFN, batch: int, sampler: str, steps: int) -> Callabl
 # ================================================================================================== memory
 
 
-def peak_memory(case_index: int, what: str, mode: str, device: torch.device, steps: int) -> float | None:
-    """Peak memory (MiB) of one ``what`` ('net', 'loss', 'call', 'sample:<name>') in ``case_index``.
+def _proc_status_kib(key: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{key} not in /proc/self/status")
 
-    ``None`` in quick mode on the CPU (a fresh process per probe is too slow for a smoke test).
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> float | None:
+    """Peak memory (MiB) that one call of ``fn`` adds on top of what was allocated before it (second call measured).
+
+    CUDA: the allocator's peak. CPU (Linux): the peak resident set size after resetting it (``/proc/self/clear_refs``
+    = 5) and returning freed heap memory to the system (``malloc_trim``); ``None`` where that is unavailable.
     """
-    if mode == "quick" and device.type != "cuda":
-        return None
-    if device.type == "cuda":
-        return _measure_memory(cases(mode)[case_index], what, device, steps)
-    cmd = [sys.executable, __file__, "--memory-probe", f"{case_index},{what},{mode},{steps}", "--device", "cpu"]
-    return float(subprocess.check_output(cmd, text=True).strip().splitlines()[-1])
-
-
-def _measure_memory(case: Case, what: str, device: torch.device, steps: int) -> float:
-    model, x = build(case, device)
-    if what == "net":
-        fn = bare_step(model, x)
-    elif what == "loss":
-        fn = bfn_step(model, x)
-    elif what == "call":
-        fn = net_call(model, case.sample_batch)
-    else:
-        fn = sampler_run(model, case.sample_batch, what.split(":", 1)[1], steps)
+    fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -243,14 +253,17 @@ def _measure_memory(case: Case, what: str, device: torch.device, steps: int) -> 
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    fn()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    try:
+        import ctypes
 
-
-def memory_probe(spec: str) -> None:
-    index, what, mode, steps = spec.split(",")
-    print(_measure_memory(cases(mode)[int(index)], what, torch.device("cpu"), int(steps)))
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        before = _proc_status_kib("VmRSS")
+        fn()
+        return (_proc_status_kib("VmHWM") - before) / 1024
+    except OSError:
+        return None
 
 
 # ================================================================================================== profiling
@@ -273,9 +286,7 @@ def profile(fn: Callable[[], object], title: str, rows: int = 12) -> str:
 # ================================================================================================== main
 
 
-def measure_case(
-    index: int, case: Case, args: argparse.Namespace, mode: str, device: torch.device
-) -> tuple[dict[str, Any], list[str]]:
+def measure_case(case: Case, args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], list[str]]:
     model, x = build(case, device)
     stub = stub_model(model)
     t_net, t_loss, t_stub = alternate(
@@ -290,8 +301,8 @@ def measure_case(
         "bfn_only_ms": 1e3 * t_stub,
         "loss_overhead_direct": t_loss / t_net - 1,
         "loss_overhead": t_stub / t_net,
-        "mem_net_mib": peak_memory(index, "net", mode, device, args.steps),
-        "mem_loss_mib": peak_memory(index, "loss", mode, device, args.steps),
+        "mem_net_mib": peak_memory(bare_step(model, x), device),
+        "mem_loss_mib": peak_memory(bfn_step(model, x), device),
         "sample_batch": case.sample_batch,
         "samplers": [],
     }
@@ -299,7 +310,7 @@ def measure_case(
     if args.profile:
         profiles.append(profile(bfn_step(stub, x), f"{case.name}: model.loss with a stub network (BFN-only work)"))
     call = net_call(model, case.sample_batch)
-    row["mem_call_mib"] = peak_memory(index, "call", mode, device, args.steps)
+    row["mem_call_mib"] = peak_memory(call, device)
     for sampler in case.samplers:
         nfe = model.sample(1, sampler=sampler, steps=args.steps).nfe
         t_call, t_sample = alternate(
@@ -319,7 +330,7 @@ def measure_case(
                 "bfn_only_ms_per_call": 1e3 * t_stub_sample / nfe,
                 "overhead_direct": (t_sample - nfe * t_call) / (nfe * t_call),
                 "overhead": t_stub_sample / (nfe * t_call),
-                "mem_mib": peak_memory(index, f"sample:{sampler}", mode, device, args.steps),
+                "mem_mib": peak_memory(sampler_run(model, case.sample_batch, sampler, args.steps), device),
             }
         )
         if args.profile:
@@ -334,7 +345,7 @@ def measure_case(
 
 def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
     def mib(v: float | None) -> str:
-        return "—" if v is None else f"{v:.0f}"
+        return "—" if v is None else f"{v:.1f}"
 
     def pct(v: float) -> str:
         return f"{100 * v:+.1f}%"
@@ -432,25 +443,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", metavar="NAME", help="benchmark models (default: all four)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler tables of the BFN-only work")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results[/full])")
-    parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--clock",
+        choices=["auto", "cpu", "wall"],
+        default="auto",
+        help="timer: process CPU time or wall time (default auto: CPU time on the CPU, wall time on a GPU)",
+    )
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    if args.memory_probe:
-        memory_probe(args.memory_probe)
-        return 0
     mode = "full" if args.full else "quick" if args.quick else "cpu"
     if args.quick:
         args.repeats, args.sample_repeats, args.steps = min(args.repeats, 3), 1, min(args.steps, 3)
     device = resolve_device(args.device)
+    clock = use_clock(args.clock, device)
     out_dir = args.out or default_results_dir(mode)
-    machine = machine_description()
+    machine = f"{machine_description()}; timer: {'process CPU time' if clock == 'cpu' else 'wall time'}"
     command = "python benchmarks/costs.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"{machine}; device {device}", flush=True)
     rows, profiles = [], []
-    for index, case in enumerate(cases(mode)):
+    for case in cases(mode):
         if args.models and case.name not in args.models:
             continue
-        row, case_profiles = measure_case(index, case, args, mode, device)
+        row, case_profiles = measure_case(case, args, device)
         rows.append(row)
         profiles += case_profiles
         print(

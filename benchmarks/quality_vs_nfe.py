@@ -10,7 +10,9 @@ KJV text as discrete K = 27) every sampler registered for its data kind runs at 
 1000}. The number of steps is chosen so that the sampler makes exactly that many network calls (the original
 sampler makes n + 1 calls in n steps, a single-step solver k (n - 1) + 1; the count is checked against the NFE the
 sampler reports). A combination that cannot make exactly that many calls is skipped and listed; single-step
-solvers are then also run at the nearest lower NFE they can make, reported separately.
+solvers are then also run at the nearest lower NFE they can make, reported separately. Every sampler runs with its
+defaults, i.e. the paper's time grid uniform in ``t``; the main multistep solvers run a second time on the grid
+uniform in log-SNR (``grid="logsnr"``; ``--no-logsnr`` leaves those out).
 
 Quality: FID-digits (Frechet distance on the features of the digits classifier that ``bfn.metrics`` ships, *not*
 Inception FID) of the samples against the validation + test images, lower is better; spelling accuracy (%) for text,
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -67,24 +70,32 @@ from benchlib import (
 
 QUICK_NFE_GRID = (5, 10)
 SPEEDUP_NFE = 10
+SPEEDUP_AT = (SPEEDUP_NFE, 5)
+"""Budgets at which the speed-up is reported: 10 NFE (the claim), and 5 NFE for comparison."""
 
 
 # ================================================================================================== measuring
 
 
 def evaluate_point(
-    loaded: LoadedModel, scorer: Scorer, variant: Variant, steps: int, cache: ResultCache, num_samples: int
+    loaded: LoadedModel,
+    scorer: Scorer,
+    variant: Variant,
+    steps: int,
+    cache: ResultCache,
+    num_samples: int,
+    seed: int = SAMPLING_SEED,
 ) -> dict[str, Any]:
     """Quality of ``variant`` in ``steps`` steps: ``{"value", "nfe", "steps", "seconds"}`` (cached)."""
     spec = loaded.spec
 
     def compute() -> dict[str, Any]:
         start = time.perf_counter()
-        samples, nfe = generate(loaded.model, variant, steps, num_samples, spec.sample_batch)
+        samples, nfe = generate(loaded.model, variant, steps, num_samples, spec.sample_batch, seed)
         return {"value": scorer(samples), "nfe": nfe, "steps": steps, "seconds": time.perf_counter() - start}
 
     key = cache_key(
-        loaded, "quality", variant.sampler, dict(variant.options), steps, num_samples, spec.sample_batch, SAMPLING_SEED
+        loaded, "quality", variant.sampler, dict(variant.options), steps, num_samples, spec.sample_batch, seed
     )
     return cache.get_or_compute(key, compute)
 
@@ -132,6 +143,37 @@ def sweep(
             "skipped": skipped,
         }
     return curves
+
+
+def seed_spread(
+    loaded: LoadedModel,
+    scorer: Scorer,
+    variants: Sequence[Variant],
+    cache: ResultCache,
+    num_samples: int,
+    seeds: int,
+    nfe: int = 10,
+) -> list[dict[str, Any]]:
+    """The metric of each variant at ``nfe`` (or the nearest lower NFE it can make) under seeds ``0 .. seeds - 1``:
+    how much of a difference between two entries of the table is sampling noise."""
+    out = []
+    for variant in variants if seeds > 1 else []:
+        steps = variant.steps_for(nfe) or variant.steps_at_most(nfe)
+        if steps is None:
+            continue
+        values = [
+            evaluate_point(loaded, scorer, variant, steps, cache, num_samples, seed)["value"] for seed in range(seeds)
+        ]
+        out.append(
+            {
+                "label": variant.label,
+                "nfe": variant.nfe(steps),
+                "values": values,
+                "mean": statistics.mean(values),
+                "std": statistics.stdev(values),
+            }
+        )
+    return out
 
 
 # ================================================================================================== speed-up
@@ -208,7 +250,12 @@ def model_markdown(result: dict[str, Any]) -> str:
         f"* Test-set NLL bound (`model.nll`): **{result['bits_per_dim']:.3f} {result['bits_unit']}** "
         f"({result['nll_note']}).",
         f"* {metric.label} of real data ({result['data_note']}): **{format_value(result['data_score'], metric)}**.",
-        f"* {result['num_samples']} samples per point, seed {result['seed']}.",
+        f"* {result['num_samples']} samples per point, seed {result['seed']}."
+        + "".join(
+            f" Seed-to-seed spread of `{s['label']}` at {s['nfe']} NFE over seeds 0-{len(s['values']) - 1}: "
+            f"{format_value(s['mean'], metric)} ± {format_value(s['std'], metric)} (mean ± std)."
+            for s in result.get("seed_spread", [])
+        ),
         "",
         f"{metric.label} {arrow} against NFE (best per column in bold):",
         "",
@@ -250,30 +297,34 @@ def model_markdown(result: dict[str, Any]) -> str:
             for label, points in off_grid
         ]
         lines.append(markdown_table(["sampler", f"{metric.label} @ NFE"], rows))
-    if result["speedups"]:
-        lines += [
-            "",
-            f"Speed-up at {SPEEDUP_NFE} NFE: the NFE the original `bfn` sampler needs to match each solver "
-            "(interpolated in log NFE), divided by the solver's NFE:",
-            "",
-        ]
-        rows = [
-            [
-                f"`{r['solver']}`",
-                str(r["nfe"]),
-                format_value(r["value"], metric),
-                r["bfn_nfe_text"],
-                f"**{r['speedup_text']}x**"
-                if r["solver"] == (result["best_speedup"] or {}).get("solver")
-                else f"{r['speedup_text']}x",
-            ]
-            for r in result["speedups"]
-        ]
-        lines.append(
-            markdown_table(["solver", "solver NFE", metric.label, "bfn NFE for equal quality", "speed-up"], rows)
-        )
+    for at, block in result["speedups"].items():
+        lines += ["", *speedup_markdown(block, int(at), metric)]
     lines += ["", f"![{result['title']}]({Path(result['plot']).name})", ""]
     return "\n".join(lines)
+
+
+def speedup_markdown(block: dict[str, Any], at: int, metric: Metric) -> list[str]:
+    """The speed-up table of every solver at ``at`` NFE; the best one in bold."""
+    if not block["rows"]:
+        return []
+    best = (block["best"] or {}).get("solver")
+    rows = [
+        [
+            f"`{r['solver']}`",
+            str(r["nfe"]),
+            format_value(r["value"], metric),
+            r["bfn_nfe_text"],
+            f"**{r['speedup_text']}x**" if r["solver"] == best else f"{r['speedup_text']}x",
+        ]
+        for r in block["rows"]
+    ]
+    head = "primary" if at == SPEEDUP_NFE else "for comparison"
+    return [
+        f"Speed-up at {at} NFE ({head}): the NFE the original `bfn` sampler needs to match each solver "
+        "(interpolated in log NFE), divided by the solver's NFE:",
+        "",
+        markdown_table(["solver", "solver NFE", metric.label, "bfn NFE for equal quality", "speed-up"], rows),
+    ]
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -293,6 +344,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         xs, ys = [p["nfe"] for p in points], [p["value"] for p in points]
         if label == "bfn":
             ax.plot(xs, ys, "o-", color="black", lw=2.5, label=label, zorder=5)
+        elif "logsnr" in label:
+            ax.plot(xs, ys, marker="x", ms=5, ls="-", lw=1.8, label=label)
         else:
             ax.plot(xs, ys, marker="o", ms=3, ls=styles[index % len(styles)], lw=1.2, label=label)
     ax.axhline(result["data_score"], color="grey", ls=":", lw=1, label=f"real data ({result['data_note']})")
@@ -317,24 +370,32 @@ def summary_markdown(results_dir: Path) -> str:
     results = []
     for path in sorted(results_dir.glob("quality_vs_nfe_*.json")):
         results.append(json.loads(path.read_text()))
-    rows = []
-    for r in results:
-        best = r.get("best_speedup")
-        if best:
-            rows.append(
-                [r["title"], f"`{best['solver']}`", f"{format_value(best['value'], _metric(r))} @ {best['nfe']}",
-                 best["bfn_nfe_text"], f"{best['speedup_text']}x"]
-            )  # fmt: skip
     parts = ["# Quality vs NFE", "", f"Machine: {results[0]['machine']}" if results else "", ""]
-    if rows:
-        parts += [
-            "Best solver at 10 NFE per model (the original sampler's NFE for the same quality, interpolated):",
-            "",
-            markdown_table(["model", "best solver", "quality @ NFE", "bfn NFE for equal quality", "speed-up"], rows),
-            "",
-        ]
+    parts += speedup_summary(results)
     parts += [model_markdown(r) for r in results]
     return "\n".join(parts)
+
+
+def speedup_summary(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The best solver per model at each speed-up NFE: its quality and the original sampler's NFE for it."""
+    rows = []
+    for r in results:
+        for at, block in r["speedups"].items():
+            best = block["best"]
+            if best:
+                quality = f"{format_value(best['value'], _metric(r))} @ {best['nfe']}"
+                rows.append(
+                    [r["title"], at, f"`{best['solver']}`", quality, best["bfn_nfe_text"], f"{best['speedup_text']}x"]
+                )
+    if not rows:
+        return []
+    header = ["model", "budget (NFE)", "best solver", "its quality @ NFE", "bfn NFE for equal quality", "speed-up"]
+    return [
+        "Best solver per model (the original sampler's NFE for the same quality, interpolated in log NFE):",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
 
 
 def _metric(result: dict[str, Any]) -> Metric:
@@ -356,7 +417,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         scorer = Scorer(spec, device)
         cache = ResultCache(loaded.run_dir / "bench-cache.json", enabled=not args.recompute)
         num_samples = args.num_samples or spec.num_samples
-        variants = sampler_variants(spec.kind)
+        variants = sampler_variants(spec.kind, logsnr=not args.no_logsnr)
         if args.samplers:
             variants = [v for v in variants if v.sampler in args.samplers]
         text = spec.is_text
@@ -365,9 +426,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         data_num = num_samples if text else None
         data_score = cache.get_or_compute(cache_key(loaded, "data", data_num), partial(scorer.data_score, data_num))
         curves = sweep(loaded, scorer, variants, grid, cache, num_samples)
-        rows = speedups(curves, spec.metric)
-        finite = [r for r in rows if r["speedup"] is not None]
-        best = max(finite, key=lambda r: (r["speedup"], -r["nfe"]), default=None)
+        blocks = {}
+        for at in SPEEDUP_AT:
+            rows = speedups(curves, spec.metric, at)
+            finite = [r for r in rows if r["speedup"] is not None]
+            blocks[str(at)] = {"rows": rows, "best": max(finite, key=lambda r: (r["speedup"], -r["nfe"]), default=None)}
+        best = blocks[str(SPEEDUP_NFE)]["best"]
+        spread_variants = [v for v in variants if v.label == "bfn" or (best and v.label == best["solver"])]
+        spread = seed_spread(loaded, scorer, spread_variants, cache, num_samples, args.spread_seeds)
         n_test = (
             len(scorer.bundle.test) if spec.nll_examples is None else min(spec.nll_examples, len(scorer.bundle.test))
         )
@@ -391,8 +457,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "seed": SAMPLING_SEED,
             "nfe_grid": list(grid),
             "curves": curves,
-            "speedups": rows,
-            "best_speedup": best,
+            "speedups": blocks,
+            "seed_spread": spread,
         }
         stem = out_dir / f"quality_vs_nfe_{spec.name}"
         result["plot"] = str(stem.with_suffix(".png"))
@@ -415,6 +481,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nfe", type=lambda s: [int(v) for v in s.split(",")], help="comma-separated NFE grid")
     parser.add_argument("--samplers", type=lambda s: s.split(","), help="comma-separated sampler names (default all)")
     parser.add_argument("--num-samples", type=int, help="samples per point (default: the model's)")
+    parser.add_argument(
+        "--no-logsnr", action="store_true", help="do not also run the main solvers on the log-SNR-uniform grid"
+    )
+    parser.add_argument(
+        "--spread-seeds",
+        type=int,
+        default=5,
+        help="seeds for the noise estimate of bfn and the best solver at 10 NFE (default 5; 1 disables it)",
+    )
     args = parser.parse_args(argv)
     set_threads(args.threads)
     run(args)
