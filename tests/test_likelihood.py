@@ -29,15 +29,6 @@ F64 = torch.float64
 TIGHT = {"rtol": 1e-8, "atol": 1e-8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run many tiny ops; intra-op threads only add synchronisation cost (and contend under xdist)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

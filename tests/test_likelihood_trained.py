@@ -36,14 +36,6 @@ def trained_model() -> bfn.BFN:
     return model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_pf_ode_bound_is_not_worse_than_elbo(trained_model):
     """Acceptance 5: mean PF-ODE NLL <= mean ELBO + 3 standard errors (paired over held-out points).
 

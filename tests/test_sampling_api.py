@@ -19,14 +19,6 @@ from bfn.sampling import SAMPLERS, SampleOutput, sample
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class CountingNet(nn.Module):
     """Wraps a deterministic function of the contract and counts its calls (the true NFE)."""
 

@@ -24,14 +24,6 @@ F64 = torch.float64
 RTOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def t64(values) -> Tensor:
     return torch.as_tensor(values, dtype=F64)
 

@@ -25,14 +25,6 @@ from oracles import CategoricalDenoiser, GaussianDenoiser
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def grid_of(sde, n: int, t0: float, t1: float, kind: str) -> list[float]:
     """``n + 1`` solver times from ``t0`` to ``t1``, uniform in ``t`` or in ``lambda``."""
     if kind == "uniform":

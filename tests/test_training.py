@@ -34,15 +34,6 @@ from bfn.training import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest, and undisturbed by parallel test workers, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(out: Path, **changes) -> TrainConfig:
     """A few-second config: a small MLP on two moons."""
     base = TrainConfig(
