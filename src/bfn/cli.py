@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="train a small digits model (~2 min on 2 CPU cores) and compare samplers",
         description="Train a discretised BFN on the 8x8 digits, print test bits/dim, and write "
-        "demo.png: the original sampler next to BFN-Solver++2 at the same NFE.",
+        "demo.png: the original sampler next to BFN-Solver++3s (single-step, third order) at the same NFE.",
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     demo.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")

@@ -1432,7 +1432,7 @@ class DemoResult:
     metric: str | None
 
 
-DEMO_SAMPLERS = ("bfn", "bfn-solver++2")
+DEMO_SAMPLERS = ("bfn", "bfn-solver++3s")  # the original sampler and the best solver at 10 NFE (BENCHMARKS.md)
 
 
 def run_demo(
@@ -1444,7 +1444,7 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Train (or, if already trained, reload) the demo model, then compare the original sampler with
-    BFN-Solver++2 at the same NFE: a side-by-side PNG (``demo.png`` in the run folder) and FID-digits scores.
+    BFN-Solver++3s at the same NFE: a side-by-side PNG (``demo.png`` in the run folder) and FID-digits scores.
 
     Returns the test bits/dim (ELBO, EMA weights) and each sampler's steps, NFE and score.
     """
