@@ -234,6 +234,49 @@ def speedups(curves: dict[str, Any], metric: Metric, at: int = SPEEDUP_NFE) -> l
     return rows
 
 
+def value_at(curve: Sequence[tuple[int, float]], nfe: float) -> float:
+    """``curve`` (NFE, value pairs) at ``nfe``, interpolated linearly in log NFE (clamped to its ends)."""
+    curve = sorted(curve)
+    if nfe <= curve[0][0]:
+        return curve[0][1]
+    for (n0, v0), (n1, v1) in itertools.pairwise(curve):
+        if nfe <= n1:
+            return v0 + (v1 - v0) * (math.log(nfe) - math.log(n0)) / (math.log(n1) - math.log(n0))
+    return curve[-1][1]
+
+
+def judge_noise(
+    blocks: dict[str, dict[str, Any]], curves: dict[str, Any], metric: Metric, spread: Sequence[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Mark which speed-ups sampling noise can explain, and bracket each bfn NFE by the metric +- 2 sigma.
+
+    ``spread``: seed-to-seed results at 10 NFE of ``bfn`` and of the best solver. A solver counts as *resolved*
+    when it beats the original sampler at the same NFE by more than ``2 sigma_diff``, ``sigma_diff`` the root sum
+    of squares of the measured standard deviations (the noise of a difference). The bracket is the range of NFE over
+    which the original sampler's curve passes from ``value + 2 sigma`` to ``value - 2 sigma`` (lower is better;
+    mirrored for higher is better), ``sigma`` the best solver's own std (measured at the quality level where the
+    match happens). The best speed-up per budget is chosen among resolved solvers only.
+    """
+    stds = {x["label"]: x["std"] for x in spread}
+    sigma_diff = math.sqrt(sum(v * v for v in stds.values()))
+    solver_stds = [v for k, v in stds.items() if k != "bfn"]
+    sigma = solver_stds[0] if solver_stds else max(stds.values(), default=0.0)
+    bfn_curve = [(p["nfe"], p["value"]) for p in curves["bfn"]["points"]] if "bfn" in curves else []
+    sign = 1.0 if metric.higher_is_better else -1.0
+    for block in blocks.values():
+        for row in block["rows"]:
+            gain = sign * (row["value"] - value_at(bfn_curve, row["nfe"])) if bfn_curve else 0.0
+            row["resolved"] = bool(sigma_diff > 0 and gain > 2 * sigma_diff)
+            _, low = nfe_to_match(bfn_curve, row["value"] - sign * 2 * sigma, metric)
+            _, high = nfe_to_match(bfn_curve, row["value"] + sign * 2 * sigma, metric)
+            row["bfn_nfe_band"] = f"{low} – {high}"
+        resolved = [r for r in block["rows"] if r["resolved"] and r["speedup"] is not None]
+        block["best"] = max(resolved, key=lambda r: (r["speedup"], -r["nfe"]), default=None)
+        block["sigma"] = sigma
+        block["sigma_diff"] = sigma_diff
+    return blocks
+
+
 # ================================================================================================== reporting
 
 
@@ -303,6 +346,10 @@ def model_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _fmt_sigma(value: float | None, metric: Metric) -> str:
+    return "—" if value is None else f"{value:.1f}" if metric.higher_is_better else f"{value:.3f}"
+
+
 def speedup_markdown(block: dict[str, Any], at: int, metric: Metric) -> list[str]:
     """The speed-up table of every solver at ``at`` NFE; the best one in bold."""
     if not block["rows"]:
@@ -314,16 +361,29 @@ def speedup_markdown(block: dict[str, Any], at: int, metric: Metric) -> list[str
             str(r["nfe"]),
             format_value(r["value"], metric),
             r["bfn_nfe_text"],
+            r.get("bfn_nfe_band", ""),
             f"**{r['speedup_text']}x**" if r["solver"] == best else f"{r['speedup_text']}x",
+            "yes" if r.get("resolved") else "no",
         ]
         for r in block["rows"]
     ]
     head = "primary" if at == SPEEDUP_NFE else "for comparison"
+    sigma, sigma_diff = block.get("sigma"), block.get("sigma_diff")
+    noise = (
+        f" The band brackets the bfn NFE by the solver's value +- 2 sigma (sigma = {_fmt_sigma(sigma, metric)}, the "
+        f"best solver's seed-to-seed std at 10 NFE); *beats bfn* = better than the original sampler at the same NFE "
+        f"by more than 2 sigma_diff = {_fmt_sigma(2 * (sigma_diff or 0.0), metric)} (seed noise of a difference). "
+        "The best speed-up (bold) is taken among those."
+        if sigma
+        else ""
+    )
+    header = ["solver", "solver NFE", metric.label, "bfn NFE for equal quality", "band (+-2 sigma)", "speed-up",
+              "beats bfn"]  # fmt: skip
     return [
         f"Speed-up at {at} NFE ({head}): the NFE the original `bfn` sampler needs to match each solver "
-        "(interpolated in log NFE), divided by the solver's NFE:",
+        f"(interpolated in log NFE), divided by the solver's NFE.{noise}",
         "",
-        markdown_table(["solver", "solver NFE", metric.label, "bfn NFE for equal quality", "speed-up"], rows),
+        markdown_table(header, rows),
     ]
 
 
@@ -385,11 +445,15 @@ def speedup_summary(results: Sequence[dict[str, Any]]) -> list[str]:
             if best:
                 quality = f"{format_value(best['value'], _metric(r))} @ {best['nfe']}"
                 rows.append(
-                    [r["title"], at, f"`{best['solver']}`", quality, best["bfn_nfe_text"], f"{best['speedup_text']}x"]
-                )
+                    [r["title"], at, f"`{best['solver']}`", quality, best["bfn_nfe_text"],
+                     best.get("bfn_nfe_band", ""), f"{best['speedup_text']}x"]
+                )  # fmt: skip
+            else:
+                rows.append([r["title"], at, "none beats bfn by > 2 sigma_diff", "", "", "", "—"])
     if not rows:
         return []
-    header = ["model", "budget (NFE)", "best solver", "its quality @ NFE", "bfn NFE for equal quality", "speed-up"]
+    header = ["model", "budget (NFE)", "best solver", "its quality @ NFE", "bfn NFE for equal quality",
+              "band (+-2 sigma)", "speed-up"]  # fmt: skip
     return [
         "Best solver per model (the original sampler's NFE for the same quality, interpolated in log NFE):",
         "",
@@ -434,6 +498,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         best = blocks[str(SPEEDUP_NFE)]["best"]
         spread_variants = [v for v in variants if v.label == "bfn" or (best and v.label == best["solver"])]
         spread = seed_spread(loaded, scorer, spread_variants, cache, num_samples, args.spread_seeds)
+        blocks = judge_noise(blocks, curves, spec.metric, spread)
         n_test = (
             len(scorer.bundle.test) if spec.nll_examples is None else min(spec.nll_examples, len(scorer.bundle.test))
         )
