@@ -724,7 +724,7 @@ class TrainResult:
         losses: training losses of the steps run in this call (global-batch means, nats per dimension).
         val_bpd: the last validation bits/dim (EMA weights), or ``None``.
         interrupted: name of the signal that stopped the run early (``"SIGINT"``/``"SIGTERM"``), else ``None``.
-        elapsed: training wall time in seconds, including earlier sessions of a resumed run.
+        elapsed: training wall time in seconds, including the time before each resume.
         model: the trained model (raw weights); ema_model: the same with EMA weights.
         world_size: processes that trained.
     """
