@@ -210,6 +210,7 @@ class LoadedModel:
     run_dir: Path
     weights_sha256: str
     train_step: int
+    canaries: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def ensure_model(
@@ -403,6 +404,14 @@ class Scorer:
                 extractor = extractor.to(device)
             self._reference = FeatureFID(extractor)
             self._reference.update(self.reference_images(), reference=True)
+        self.fingerprint = self._fingerprint()
+
+    def _fingerprint(self) -> str:
+        """The metric of a fixed input (the first 64 validation images / 8 test texts): enters the cache keys, so a
+        change of the metric code or the reference data invalidates cached numbers."""
+        if self.spec.is_text:
+            return repr(self(self._split("test", 8)))
+        return repr(self(self._split("val", 64)))
 
     def _split(self, name: str, limit: int | None = None) -> Tensor:
         data = getattr(self.bundle, name)
@@ -469,6 +478,35 @@ class ResultCache:
 def cache_key(loaded: LoadedModel, *parts: Any) -> str:
     """A cache key: the weights' sha256 prefix, the device type and ``parts``."""
     return json.dumps([loaded.weights_sha256[:16], loaded.model.device.type, *parts], sort_keys=True, default=str)
+
+
+def _digest(*tensors: Tensor) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for tensor in tensors:
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def sampler_canary(loaded: LoadedModel, variant: Variant) -> str:
+    """Fingerprint of what the library computes for ``variant``: the bytes of a tiny fixed-seed run (4 samples,
+    3 steps). It enters the cache keys, so a change of the library's numerics invalidates cached numbers (and a
+    change of its wording does not)."""
+    key = (variant.sampler, json.dumps(dict(variant.options), sort_keys=True))
+    if key not in loaded.canaries:
+        generator = torch.Generator(device=loaded.model.device).manual_seed(12345)
+        out = loaded.model.sample(4, sampler=variant.sampler, steps=3, generator=generator, **variant.options)
+        loaded.canaries[key] = _digest(out.samples, out.state)
+    return loaded.canaries[key]
+
+
+def nll_canary(loaded: LoadedModel, scorer: Scorer) -> str:
+    """Fingerprint of the likelihood code: ``model.nll`` of 4 test examples with a fixed generator."""
+    x = scorer._split("test", 4).to(loaded.model.device)
+    generator = torch.Generator(device=loaded.model.device).manual_seed(12345)
+    with torch.no_grad():
+        return _digest(loaded.model.nll(x, generator=generator))
 
 
 # ================================================================================================== reporting

@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "points": points,
         }
         stem = out_dir / f"h_dial_{spec.name}"
-        result["plot"] = str(stem.with_suffix(".png"))
+        result["plot"] = display_path(stem.with_suffix(".png"))
         plot(result, stem.with_suffix(".png"))
         write_json(stem.with_suffix(".json"), result)
         stem.with_suffix(".md").write_text(model_markdown(result))

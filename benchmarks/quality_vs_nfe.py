@@ -59,7 +59,9 @@ from benchlib import (
     machine_description,
     markdown_table,
     mode_of,
+    nll_canary,
     resolve_device,
+    sampler_canary,
     sampler_variants,
     select_models,
     set_threads,
@@ -95,7 +97,16 @@ def evaluate_point(
         return {"value": scorer(samples), "nfe": nfe, "steps": steps, "seconds": time.perf_counter() - start}
 
     key = cache_key(
-        loaded, "quality", variant.sampler, dict(variant.options), steps, num_samples, spec.sample_batch, seed
+        loaded,
+        "quality",
+        variant.sampler,
+        dict(variant.options),
+        steps,
+        num_samples,
+        spec.sample_batch,
+        seed,
+        sampler_canary(loaded, variant),
+        scorer.fingerprint,
     )
     return cache.get_or_compute(key, compute)
 
@@ -469,6 +480,46 @@ def _metric(result: dict[str, Any]) -> Metric:
 # ================================================================================================== main
 
 
+def describe(args: argparse.Namespace) -> str:
+    """``--describe``: what the samples of a few (sampler, NFE) points look like, beyond the single metric.
+
+    Each item is ``SAMPLER[:logsnr]@NFE``. Text: spelling accuracy, the share of one-letter words (which hunspell
+    accepts), spelling accuracy over words of two letters or more, mean word length and two example lines. Images:
+    FID-digits and the mean pixel value. Same seed and sample count as the sweep.
+    """
+    from bfn.data import decode_text
+    from bfn.metrics import spelling_accuracy, split_words
+
+    mode = mode_of(args)
+    lines = []
+    for spec in select_models(mode, args.models):
+        loaded = ensure_model(spec, args.runs_dir or default_runs_dir(mode), args.device)
+        scorer = Scorer(spec, resolve_device(args.device))
+        num_samples = args.num_samples or spec.num_samples
+        for item in args.describe.split(","):
+            name, _, nfe_text = item.partition("@")
+            sampler, _, grid = name.partition(":")
+            variant = Variant(name, sampler, {"grid": grid} if grid else {})
+            steps = variant.steps_for(int(nfe_text))
+            if steps is None:
+                raise SystemExit(f"{sampler} cannot make exactly {nfe_text} network calls")
+            samples, nfe = generate(loaded.model, variant, steps, num_samples, spec.sample_batch)
+            head = f"[{spec.name}] {name} @ {nfe} NFE: {spec.metric.label} {format_value(scorer(samples), spec.metric)}"
+            if spec.is_text:
+                texts = decode_text(samples)
+                words = [w for t in texts for w in split_words(t)]
+                long_words = [w for w in words if len(w) > 1]
+                lines.append(
+                    f"{head}; one-letter words {100 * (len(words) - len(long_words)) / len(words):.1f}%; spelling "
+                    f"accuracy of words with >= 2 letters {100 * spelling_accuracy(long_words):.1f}%; mean word "
+                    f"length {statistics.mean(map(len, words)):.2f}; e.g. {texts[0]!r}, {texts[1]!r}"
+                )
+            else:
+                lines.append(f"{head}; mean pixel {float(samples.float().mean()):.3f}")
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     mode = mode_of(args)
     runs_dir = args.runs_dir or default_runs_dir(mode)
@@ -485,10 +536,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.samplers:
             variants = [v for v in variants if v.sampler in args.samplers]
         text = spec.is_text
-        nll_key = cache_key(loaded, "nll", spec.nll_examples, spec.nll_samples)
+        nll_key = cache_key(loaded, "nll", spec.nll_examples, spec.nll_samples, nll_canary(loaded, scorer))
         bits = cache.get_or_compute(nll_key, partial(test_bits_per_dim, loaded, scorer))
         data_num = num_samples if text else None
-        data_score = cache.get_or_compute(cache_key(loaded, "data", data_num), partial(scorer.data_score, data_num))
+        data_score = cache.get_or_compute(
+            cache_key(loaded, "data", data_num, scorer.fingerprint), partial(scorer.data_score, data_num)
+        )
         curves = sweep(loaded, scorer, variants, grid, cache, num_samples)
         blocks = {}
         for at in SPEEDUP_AT:
@@ -526,7 +579,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "seed_spread": spread,
         }
         stem = out_dir / f"quality_vs_nfe_{spec.name}"
-        result["plot"] = str(stem.with_suffix(".png"))
+        result["plot"] = display_path(stem.with_suffix(".png"))
         plot(result, stem.with_suffix(".png"))
         write_json(stem.with_suffix(".json"), result)
         stem.with_suffix(".md").write_text(model_markdown(result))
@@ -555,9 +608,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=5,
         help="seeds for the noise estimate of bfn and the best solver at 10 NFE (default 5; 1 disables it)",
     )
+    parser.add_argument(
+        "--describe",
+        metavar="SAMPLER[:logsnr]@NFE,...",
+        help="instead of the sweep, describe the samples of these points (text: one-letter word share, ...)",
+    )
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    run(args)
+    if args.describe:
+        describe(args)
+    else:
+        run(args)
     return 0
 
 

@@ -131,3 +131,12 @@ def test_costs_quick(tmp_path: Path) -> None:
     assert [r["case"] for r in rows] == ["digits-continuous", "kjv"]
     assert all(r["net_ms"] > 0 and r["loss_ms"] > 0 and len(r["samplers"]) == 3 for r in rows)
     assert "Training step" in (tmp_path / "costs.md").read_text()
+
+
+def test_describe_quick(quick_runs: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]) -> None:
+    runs, models = quick_runs
+    quality = _load("quality_vs_nfe")
+    argv = ["--quick", "--threads", "1", "--runs-dir", str(runs), "--models", models[-1]]
+    assert quality.main([*argv, "--describe", "bfn@5,bfn-solver2:logsnr@5"]) == 0
+    out = capsys.readouterr().out
+    assert "bfn @ 5 NFE" in out and "bfn-solver2:logsnr @ 5 NFE" in out
