@@ -1,9 +1,12 @@
 # The two commands of the README. Each sets itself up (a virtual environment in .venv) first.
+# DEMO_ARGS passes extra flags to `bfn demo`, e.g. `make demo DEMO_ARGS="--steps 200"` for a short run (CI does).
 .PHONY: demo test lint setup
 
+DEMO_ARGS ?=
+
 demo:
-	bash scripts/setup.sh
-	.venv/bin/bfn demo --out runs/demo
+	bash scripts/setup.sh metrics
+	.venv/bin/bfn demo --out runs/demo $(DEMO_ARGS)
 
 test:
 	bash scripts/setup.sh dev
