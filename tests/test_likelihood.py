@@ -23,6 +23,7 @@ from bfn.likelihood import (
     wkb_correction,
     wkb_first_order,
 )
+from bfn.likelihood.model import encode
 from oracles import CategoricalDenoiser, ExactBinPosteriorFlow, GaussianDenoiser, JointTableDenoiser, ZeroNet
 
 F64 = torch.float64
@@ -221,8 +222,8 @@ def marginal(flow: bfn.ContinuousFlow, t: float, mean: Tensor, cov: Tensor):
     return torch.distributions.MultivariateNormal(gamma * mean, gamma**2 * cov + gamma * (1 - gamma) * eye)
 
 
-def correlated_model() -> tuple[bfn.BFN, bfn.ContinuousFlow, Tensor, Tensor]:
-    flow = bfn.ContinuousFlow(SIGMA_1, clip=False)
+def correlated_model(sigma_1: float = SIGMA_1) -> tuple[bfn.BFN, bfn.ContinuousFlow, Tensor, Tensor]:
+    flow = bfn.ContinuousFlow(sigma_1, clip=False)
     q, _ = torch.linalg.qr(torch.randn(3, 3, generator=gen(3), dtype=F64))
     cov = q @ torch.diag(torch.tensor([0.05, 0.2, 0.6], dtype=F64)) @ q.T
     mean = torch.tensor([0.3, -0.2, 0.1], dtype=F64)
@@ -281,6 +282,23 @@ def test_continuous_bound_closed_form():
     assert torch.all(out.stderr > 0)
     assert ((out.nll - expected).abs() < 3 * out.stderr + 3e-3).all()
     assert torch.allclose(out.bits_per_dim, out.nll / (3 * math.log(2)))
+
+
+def test_continuous_decoder_term_is_d_log_gamma0():
+    """The continuous bound adds exactly D log(1 - sigma_1^2) to the latent density at the encoder's own draws.
+
+    A large sigma_1 makes the term (-0.28 nats here) far larger than the ODE tolerance, and the comparison uses the
+    same encoder noise, so the test is exact: deleting the decoder term or flipping its sign fails it."""
+    sigma_1 = 0.3
+    model, flow, mean, cov = correlated_model(sigma_1)
+    end = marginal(flow, 1 - ETA, mean, cov)
+    x = torch.tensor([[0.5, -0.3, 0.2], [-0.4, 0.1, 0.6]], dtype=F64)
+    out = pf_ode_nll(model, x, eta=ETA, prior=end.log_prob, method="exact", generator=gen(5), **TIGHT)
+    _, state, _ = encode(model, x, 1, False, gen(5))
+    latent = latent_logp(model, state, eta=ETA, prior=end.log_prob, method="exact", **TIGHT)
+    decoder = 3 * math.log(1 - sigma_1**2)
+    assert decoder < -0.25
+    assert torch.allclose(out.nll, -(latent.logp + decoder), atol=1e-9, rtol=0)
 
 
 def test_continuous_default_prior_and_clipping_is_ignored():
