@@ -34,22 +34,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import norm
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 import bfn
 from bfn.flows import ContinuousFlow, DiscreteFlow
 from bfn.sampling import SAMPLERS, sample
-from oracles import ExactBinPosteriorFlow, GaussianDenoiser, MixtureDenoiser, ZeroNet
+from bfn.testing import ExactBinPosteriorFlow, GaussianDenoiser, MixtureDenoiser, ZeroNet
 
 NFES = (5, 10, 20, 50, 100, 200)
 MIXTURE = ([0.3, 0.7], [-0.5, 0.4], [0.1, 0.2])

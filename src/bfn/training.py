@@ -347,12 +347,14 @@ class DistContext:
         return cls(rank=rank, world_size=world, local_rank=local, device=dev, owns_group=owns)
 
     def barrier(self) -> None:
+        """Wait for every rank (no-op in a single process)."""
         if self.distributed:
             import torch.distributed as dist
 
             dist.barrier()
 
     def all_reduce_sum(self, tensor: Tensor) -> Tensor:
+        """Sum ``tensor`` over all ranks in place and return it (unchanged in a single process)."""
         if self.distributed:
             import torch.distributed as dist
 
@@ -370,6 +372,7 @@ class DistContext:
         return out
 
     def close(self) -> None:
+        """Destroy the process group if this context created it."""
         if self.owns_group:
             import torch.distributed as dist
 

@@ -1,0 +1,181 @@
+"""Exact oracles for testing BFN code: "networks" of the bfn contract whose outputs are Bayes-optimal in closed form.
+
+Each denoiser is an ``nn.Module`` called as ``net(params, tau)`` that computes, in float64, the optimal output for a
+known data distribution, so losses, samplers and likelihoods (yours or the library's) can be checked without
+training: with an exact denoiser the continuous-time loss equals the mutual information of the data and the final
+message, the samplers reproduce the data distribution as the number of steps grows, and the PF-ODE bound is exact
+for categorical data (Graves et al., 2023, sec. 4-6; Xue et al., ICML 2024, sec. 4-5).
+
+* :class:`GaussianDenoiser`, :class:`MixtureDenoiser`: continuous data ``N(m, s^2)`` or a Gaussian mixture per
+  element (noise prediction for :class:`~bfn.ContinuousFlow`); :func:`mixture_sample` draws from the mixture.
+* :class:`CategoricalDenoiser`, :class:`JointTableDenoiser`: discrete data with independent positions or a joint
+  table over positions (logits for :class:`~bfn.DiscreteFlow`).
+* :class:`ExactBinPosteriorFlow`: a discretised flow whose output distribution is the exact bin posterior.
+* :class:`ZeroNet`: zeros of the contract's shape (the constant predictor of the losses' closed forms).
+
+Example::
+
+    flow = bfn.ContinuousFlow(0.02, clip=False)
+    model = bfn.BFN(GaussianDenoiser(flow, m=0.3, s=0.4), flow, data_shape=(1,), dtype=torch.float64)
+    out = model.sample(10_000, sampler="bfn-solver++2", steps=20)   # ~ N(0.3, 0.4^2)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from bfn.flows import ContinuousFlow, DiscretisedFlow
+from bfn.flows.continuous import T_MIN
+
+__all__ = [
+    "CategoricalDenoiser",
+    "ExactBinPosteriorFlow",
+    "GaussianDenoiser",
+    "JointTableDenoiser",
+    "MixtureDenoiser",
+    "ZeroNet",
+    "gaussian_entropy",
+    "mixture_sample",
+]
+
+
+def _gamma(flow: ContinuousFlow, tau: Tensor, like: Tensor) -> Tensor:
+    g = flow.gamma(tau.to(torch.float64))
+    return g.reshape(g.shape + (1,) * (like.ndim - g.ndim))
+
+
+class _ContinuousOracle(nn.Module):
+    """Turns an exact data prediction ``x_hat(mu, gamma)`` into the noise prediction the flow expects."""
+
+    def __init__(self, flow: ContinuousFlow) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def x_hat(self, mu: Tensor, gamma: Tensor) -> Tensor:
+        """The exact data prediction ``E[x | mu]`` at ``gamma = gamma(tau)`` (float64, broadcast per example)."""
+        raise NotImplementedError
+
+    def forward(self, mu: Tensor, tau: Tensor) -> Tensor:
+        mu64 = mu.to(torch.float64)
+        tau64 = tau.to(torch.float64).clamp_min(T_MIN)
+        gamma = _gamma(self.flow, tau64, mu64)
+        x_hat = self.x_hat(mu64, gamma)
+        eps = (mu64 - gamma * x_hat) / torch.sqrt(gamma * (1.0 - gamma))
+        return eps.to(mu.dtype)
+
+
+class GaussianDenoiser(_ContinuousOracle):
+    """Exact ``E[x | mu]`` for data ``x ~ N(m, s^2)`` per element (optionally a mis-scaled slope)."""
+
+    def __init__(self, flow: ContinuousFlow, m: float, s: float, slope_scale: float = 1.0) -> None:
+        super().__init__(flow)
+        self.m, self.s, self.slope_scale = m, s, slope_scale
+
+    def x_hat(self, mu: Tensor, gamma: Tensor) -> Tensor:
+        var = gamma**2 * self.s**2 + gamma * (1.0 - gamma)
+        return self.m + self.slope_scale * gamma * self.s**2 / var * (mu - gamma * self.m)
+
+
+class MixtureDenoiser(_ContinuousOracle):
+    """Exact ``E[x | mu]`` for i.i.d. elements ``x ~ sum_k w_k N(m_k, s_k^2)``."""
+
+    def __init__(self, flow: ContinuousFlow, weights: list[float], means: list[float], stds: list[float]) -> None:
+        super().__init__(flow)
+        self.register_buffer("w", torch.tensor(weights, dtype=torch.float64))
+        self.register_buffer("m", torch.tensor(means, dtype=torch.float64))
+        self.register_buffer("s", torch.tensor(stds, dtype=torch.float64))
+
+    def x_hat(self, mu: Tensor, gamma: Tensor) -> Tensor:
+        mu, gamma = mu.unsqueeze(-1), gamma.unsqueeze(-1)
+        var = gamma**2 * self.s**2 + gamma * (1.0 - gamma)
+        log_r = torch.log(self.w) - 0.5 * (mu - gamma * self.m) ** 2 / var - 0.5 * torch.log(var)
+        r = torch.softmax(log_r, dim=-1)
+        return (r * (self.m + gamma * self.s**2 / var * (mu - gamma * self.m))).sum(-1)
+
+
+def mixture_sample(n: int, weights, means, stds, generator: torch.Generator) -> Tensor:
+    """Draw ``n`` samples from a 1-D Gaussian mixture."""
+    k = torch.multinomial(torch.tensor(weights, dtype=torch.float64), n, replacement=True, generator=generator)
+    z = torch.randn(n, generator=generator, dtype=torch.float64)
+    return torch.tensor(means, dtype=torch.float64)[k] + torch.tensor(stds, dtype=torch.float64)[k] * z
+
+
+class CategoricalDenoiser(nn.Module):
+    """Exact ``p(x_d = k | theta)`` for independent positions with prior ``probs``: ``softmax(log pi + log theta)``."""
+
+    def __init__(self, probs: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("log_pi", torch.log(torch.tensor(probs, dtype=torch.float64)))
+
+    def forward(self, theta: Tensor, tau: Tensor) -> Tensor:
+        logits = self.log_pi + torch.log(theta.to(torch.float64).clamp_min(1e-300))
+        return logits.to(theta.dtype)
+
+
+class JointTableDenoiser(nn.Module):
+    """Exact per-position marginals of the posterior ``w(x) ~ P(x) prod_d theta_d[x_d]`` for a joint table ``P``.
+
+    ``P`` has shape ``(K,) * D`` (D positions, K classes); the network input is ``theta`` of shape ``(B, D, K)``.
+    """
+
+    def __init__(self, table: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("log_p", torch.log(table.to(torch.float64)))
+
+    def forward(self, theta: Tensor, tau: Tensor) -> Tensor:
+        num_pos = theta.shape[1]
+        log_theta = torch.log(theta.to(torch.float64).clamp_min(1e-300))
+        log_w = self.log_p.unsqueeze(0).clone()
+        for d in range(num_pos):
+            shape = [theta.shape[0]] + [1] * num_pos
+            shape[d + 1] = theta.shape[-1]
+            log_w = log_w + log_theta[:, d].reshape(shape)
+        marginals = []
+        for d in range(num_pos):
+            other = tuple(i + 1 for i in range(num_pos) if i != d)
+            marginals.append(torch.logsumexp(log_w, dim=other) if other else log_w)
+        return torch.stack(marginals, dim=1).to(theta.dtype)
+
+
+class ExactBinPosteriorFlow(DiscretisedFlow):
+    """A discretised flow whose output distribution is the exact bin posterior for i.i.d. elements with prior ``probs``.
+
+    ``p(k | mu, tau) ~ probs_k N(mu; gamma c_k, gamma (1 - gamma))``; the network output is ignored, so any net of
+    the right output shape (e.g. :class:`ZeroNet`) can be used with it.
+    """
+
+    def __init__(self, num_bins: int, sigma_1: float, probs: list[float]) -> None:
+        super().__init__(num_bins, sigma_1)
+        self.log_pi = torch.log(torch.tensor(probs, dtype=torch.float64))
+
+    def bin_probs(self, net_out: Tensor, mu: Tensor, tau: Tensor) -> Tensor:
+        mu64 = mu.to(torch.float64).unsqueeze(-1)
+        gamma = _gamma(self, tau.to(torch.float64), mu).unsqueeze(-1)
+        centres = self.bin_centres(torch.float64, mu.device)
+        var = (gamma * (1.0 - gamma)).clamp_min(1e-300)
+        log_w = self.log_pi.to(mu.device) - 0.5 * (mu64 - gamma * centres) ** 2 / var
+        return torch.softmax(log_w, dim=-1).to(mu.dtype)
+
+    def data_prediction(self, net_out: Tensor, state: Tensor, tau: Tensor) -> Tensor:
+        return self.k_hat(self.bin_probs(net_out, state, tau))
+
+
+class ZeroNet(nn.Module):
+    """Outputs zeros of the contract's shape: ``(B, *S)`` or ``(B, *S, channels)``; input ``(B, *S[, C])``."""
+
+    def __init__(self, channels: int = 1, input_has_channels: bool = False) -> None:
+        super().__init__()
+        self.channels, self.input_has_channels = channels, input_has_channels
+
+    def forward(self, inputs: Tensor, tau: Tensor) -> Tensor:
+        base = inputs.shape[:-1] if self.input_has_channels else inputs.shape
+        shape = base if self.channels == 1 else (*base, self.channels)
+        return torch.zeros(shape, dtype=inputs.dtype, device=inputs.device)
+
+
+def gaussian_entropy(s: float) -> float:
+    """Differential entropy of ``N(m, s^2)`` in nats."""
+    return 0.5 * math.log(2 * math.pi * math.e * s**2)
