@@ -19,7 +19,7 @@ The continuous and discretised solvers start from ``init="moment"`` with the tru
 eta = 0.01 the default zero-mean start leaves a prior error that no step count removes); the original sampler starts
 from its exact prior at tau = 0.
 * ``table``: discrete, 2 positions x 3 classes with a correlated joint table, beta_1 = 3, eta = 1e-3: total variation
-  after one exact draw from the joint posterior of the final logits (solvers.md 6.5); the solvers run with
+  after one exact draw from the joint posterior of the final logits (docs/solvers.md 6.5); the solvers run with
   ``final="denoise"`` here so that the final state is at t = 0 (one extra call, counted).
 
 Each cell also carries a Monte-Carlo floor (the same distance for exact samples of the same size), printed per oracle.
@@ -54,7 +54,7 @@ TABLE = torch.tensor([[0.3, 0.05, 0.05], [0.02, 0.2, 0.08], [0.1, 0.1, 0.1]], dt
 BIN_PROBS = torch.softmax(torch.sin(torch.arange(16, dtype=torch.float64) * 1.7) * 1.5, 0)
 NOTES = {
     "bins": "Independent elements with the exact output distribution: the original sampler is an exact ancestral "
-    "sampler here at any NFE (the argument of solvers.md 3.5 for discrete data carries over), so only the solvers "
+    "sampler here at any NFE (the argument of docs/solvers.md 3.5 for discrete data carries over), so only the solvers "
     "show discretisation error.",
     "table": "Two dependent positions: the case where the original sampler's categorical draws cost accuracy.",
 }

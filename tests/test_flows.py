@@ -1,4 +1,4 @@
-"""The core maths of the three flows against the closed-form oracles of Graves et al. (2023)."""
+"""The core maths of the three flows against the closed-form oracles of Graves et al. (2023) (docs/bfn.md section 5)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_discrete_theta_update_equals_logit_update():
 
 
 def test_binary_flow_is_a_logistic_normal():
-    """K = 2: theta_1 = sigmoid(l) with l ~ N(2 beta, 4 beta) when x is class 1 (oracle 10)."""
+    """K = 2: theta_1 = sigmoid(l) with l ~ N(2 beta, 4 beta) when x is class 1 (docs/bfn.md oracle 10)."""
     beta_1, num = 1.7, 200_000
     flow = bfn.DiscreteFlow(2, beta_1)
     z = flow.flow_state(torch.ones(num, 1, dtype=torch.long), torch.ones(num, dtype=F64), gen(6), dtype=F64)
@@ -136,7 +136,7 @@ def test_discretised_output_is_a_distribution_even_far_outside(num_bins):
 
 
 def test_discretised_probs_equal_quantised_gaussian_draws():
-    """Drawing a Gaussian and quantising with clamping has the law of p_O (oracle 8)."""
+    """Drawing a Gaussian and quantising with clamping has the law of p_O (docs/bfn.md oracle 8)."""
     flow = bfn.DiscretisedFlow(8, 1e-3)
     mu_x, sigma_x = torch.tensor([0.37], dtype=F64), torch.tensor([0.6], dtype=F64)
     p = gaussian_bin_probs(mu_x, sigma_x, 8)[0]
@@ -154,7 +154,7 @@ def test_quantize_maps_to_bin_centres():
 
 # ------------------------------------------------------------------------------------------------------ losses
 def test_constant_predictor_losses_continuous():
-    """x_hat = c (no clipping): L_n = L_inf = beta(1)/2 ||x - c||^2 for every n (oracle 3)."""
+    """x_hat = c (no clipping): L_n = L_inf = beta(1)/2 ||x - c||^2 for every n (docs/bfn.md oracle 3)."""
     flow = bfn.ContinuousFlow(0.05, clip=False)
     c, x = 0.2, torch.tensor([[0.5, -0.3]], dtype=F64)
     beta_1 = flow.beta(torch.tensor(1.0)).item()
@@ -209,7 +209,10 @@ def test_continuous_loss_integrand_at_the_ends():
 
 
 def test_discretised_kl_matches_quadrature_and_its_small_alpha_limit():
-    """The Monte-Carlo sender/receiver KL equals a 1-D quadrature; the KL tends to alpha/2 (x - k_hat)^2 (oracle 7)."""
+    """The Monte-Carlo sender/receiver KL equals a 1-D quadrature; the KL tends to alpha/2 (x - k_hat)^2.
+
+    docs/bfn.md oracle 7.
+    """
     flow = bfn.DiscretisedFlow(16, 0.1)
     net_out = torch.tensor([[[0.1, -1.0]]], dtype=F64)
     mu, tau = torch.full((1, 1), 0.05, dtype=F64), torch.full((1,), 0.5, dtype=F64)
@@ -243,7 +246,10 @@ def test_discretised_kl_matches_quadrature_and_its_small_alpha_limit():
 
 # --------------------------------------------------------------------------------- losses with exact denoisers
 def test_gaussian_data_losses_match_closed_forms():
-    """Exact denoiser for N(m, s^2): L_inf = 1/2 ln(1 + beta(1) s^2); L_n is the left Riemann sum (oracle 5)."""
+    """Exact denoiser for N(m, s^2): L_inf = 1/2 ln(1 + beta(1) s^2); L_n is the left Riemann sum.
+
+    docs/bfn.md oracle 5.
+    """
     m, s = 0.3, 0.5
     flow = bfn.ContinuousFlow(1e-3, clip=False)
     model = bfn.BFN(GaussianDenoiser(flow, m, s), flow, (1,), dtype=F64)
@@ -266,7 +272,10 @@ def test_gaussian_data_losses_match_closed_forms():
 
 
 def test_categorical_losses_give_the_entropy():
-    """Exact posterior: L_inf + L_r = H(x) and, with the paper's receiver, L_n + L_r = H(x) for every n (oracle 6)."""
+    """Exact posterior: L_inf + L_r = H(x) and, with the paper's receiver, L_n + L_r = H(x) for every n.
+
+    docs/bfn.md oracle 6.
+    """
     probs = [0.5, 0.3, 0.2]
     entropy = -sum(p * math.log(p) for p in probs)
     assert entropy == pytest.approx(1.02965, abs=1e-5)

@@ -1,4 +1,7 @@
-"""PF-ODE likelihood and its WKB correction in h against closed forms, moment ODEs and the spec's oracles O1-O9."""
+"""PF-ODE likelihood and its WKB correction in h against closed forms, moment ODEs and the oracles O1-O9.
+
+The oracles are those of docs/likelihood.md 7.
+"""
 
 from __future__ import annotations
 
@@ -92,7 +95,7 @@ def o1_score(c: float, s0: float = 0.5):
 
 
 def test_pf_ode_logp_ve_closed_form():
-    """O1 at h = 0: the ODE density is N(0, P_0^0) with the spec's P_0^0 = 0.1542584656800."""
+    """O1 at h = 0: the ODE density is N(0, P_0^0) with P_0^0 = 0.1542584656800 (docs/likelihood.md O1)."""
     x = col(-1.0, 0.0, 0.7)
     out = pf_ode_logp(o1_score(1.3), VESDE(), x, 0.0, 1.0, GaussianPrior(0.0, 1.25), **TIGHT)
     p0 = 0.1542584656800
@@ -107,7 +110,7 @@ def test_pf_ode_logp_ve_closed_form():
     ids=["O1-scaled-score", "O2-wrong-prior"],
 )
 def test_wkb_ve_oracles(c, p_end, reference, mean_coef):
-    """O1 / O2: d/dh log q^h_0(0.7) at h = 0 from the spec and from the exact moment ODEs; d/dh E_data NLL."""
+    """O1 / O2: d/dh log q^h_0(0.7) at h = 0 from docs/likelihood.md and from the exact moment ODEs; d/dh E_data NLL."""
     x = col(0.7, -1.1)
     out = wkb_first_order(o1_score(c), VESDE(), x, 0.0, 1.0, GaussianPrior(0.0, p_end), **TIGHT)
     assert out.coef[0].item() == pytest.approx(-reference, rel=1e-6)
@@ -141,14 +144,14 @@ def test_wkb_vp_simple_affine_score():
     assert -out.coef[0].item() == pytest.approx(380.491, abs=2e-3)
     fd = moment_dlogq_dh(sde, a, b, 0.01, 1.0, 0.0, 1.0, x[:, 0].numpy())
     assert np.allclose(-out.coef.numpy(), fd, rtol=1e-3)
-    # zeroth order against the h = 0 moments (m, P) = (0.88630617, 0.00761817) of the spec
+    # zeroth order against the h = 0 moments (m, P) = (0.88630617, 0.00761817) of docs/likelihood.md O3
     log_q0 = moment_logq(sde, a, b, 0.01, 1.0, 0.0, 1.0, 0.0, x[:, 0].numpy())
     assert np.allclose(-out.nll0.numpy(), log_q0, atol=1e-5)
     direct = -0.5 * (0.5 - 0.88630617) ** 2 / 0.00761817 - 0.5 * math.log(2 * math.pi * 0.00761817)
     assert -out.nll0[0].item() == pytest.approx(direct, abs=1e-4)
 
 
-# the spec's Form C table for O6: x, l_0(x), l1(x)
+# the backward-Hessian-sweep table of docs/likelihood.md O6: x, l_0(x), l1(x)
 O6_TABLE = [(-1.2, -0.53341251, -0.086212), (-0.5, -2.17033183, 0.045080), (0.0, -6.04047603, -0.500183),
             (0.9, -0.29051406, -0.025138)]  # fmt: skip
 
@@ -173,7 +176,7 @@ def mixture_1d(weights, means, var0):
 
 @pytest.mark.parametrize(("scale", "use_table"), [(1.2, True), (1.0, False)], ids=["O6", "O5-exact"])
 def test_wkb_nonlinear_mixture(scale, use_table):
-    """O6: VE two-Gaussian mixture, 1.2 x the exact score, exact prior p_T: the spec's Form C table.
+    """O6: VE two-Gaussian mixture, 1.2 x the exact score, exact prior p_T: the table of docs/likelihood.md O6.
 
     With the exact score (O5) the correction vanishes and the ODE density is the data density.
     """
@@ -186,7 +189,8 @@ def test_wkb_nonlinear_mixture(scale, use_table):
         for i, (_, l0, l1) in enumerate(O6_TABLE):
             assert -out.nll0[i].item() == pytest.approx(l0, abs=1e-5)
             assert -out.coef[i].item() == pytest.approx(l1, abs=2e-3 if x[i, 0] == 0 else 1e-3)
-        # converged Form C values (also reproduced by Form A with nested solves to ~2e-4 at x = 0)
+        # converged backward-sweep values (also reproduced by the characteristic integral of docs/likelihood.md 4.3.1
+        # with nested solves to ~2e-4 at x = 0)
         expected = torch.tensor([-0.0862108, 0.0449928, -0.4988107, -0.0251372], dtype=F64)
         assert torch.allclose(-out.coef, expected, atol=2e-6)
     else:

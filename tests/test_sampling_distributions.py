@@ -1,6 +1,6 @@
 """Distribution-level tests with exact denoisers: the original sampler reproduces known distributions, the solvers beat
 it on correlated categorical data at 10 calls and agree with the truth at 200, and the h-solver's final marginal
-matches the linear-Gaussian theory for every h (solvers.md 6.4-6.5, path_integral.md 7 O8 and the moment engine).
+matches the linear-Gaussian theory for every h (docs/solvers.md 6.4-6.5, docs/likelihood.md O8 and the moment engine).
 
 Sample sizes follow from the tolerances: the Monte-Carlo floor of each distance is computed for the sample size used
 and stays well below the threshold. All seeds are fixed.
@@ -91,7 +91,10 @@ def table_model() -> bfn.BFN:
 
 
 def posterior_draw(z: Tensor, seed: int) -> Tensor:
-    """One exact draw from the joint posterior ``w(x1, x2) ~ P(x1, x2) theta_1[x1] theta_2[x2]`` (solvers.md 6.5)."""
+    """One exact draw from the joint posterior ``w(x1, x2) ~ P(x1, x2) theta_1[x1] theta_2[x2]``.
+
+    docs/solvers.md 6.5.
+    """
     log_theta = torch.log_softmax(z.double(), -1)
     log_w = torch.log(TABLE) + log_theta[:, 0, :, None] + log_theta[:, 1, None, :]
     flat = torch.multinomial(torch.softmax(log_w.reshape(len(z), 9), -1), 1, generator=gen(seed)).flatten()
@@ -104,7 +107,7 @@ def tv_to_table(pairs: Tensor) -> float:
 
 
 def table_tv(name: str, calls: int, num: int, seed: int = 1) -> tuple[float, Tensor]:
-    """TV to the table after ``calls`` network calls of updates (protocol of solvers.md 6.5: eta = 1e-3, zero init,
+    """TV to the table after ``calls`` network calls of updates (protocol of docs/solvers.md 6.5: eta = 1e-3, zero init,
     exact posterior draw from the final logits), and the sampler's own samples."""
     spec = SAMPLERS[name]
     steps = calls // spec.nfe_per_step
@@ -128,7 +131,7 @@ def test_solvers_beat_the_bfn_sampler_at_10_calls(bfn_tv_at_10, name):
     # 2e5 samples: Monte-Carlo floor ~0.002; the original sampler sits at ~0.023
     assert bfn_tv_at_10 > 0.015
     tv, _ = table_tv(name, 10, 200_000)
-    # first-order solvers gain ~2x (the spec's own table: ODE-1 0.016 vs 0.036), higher orders >= 5x
+    # first-order solvers gain ~2x (the table of docs/solvers.md 6.5: ODE-1 0.016 vs 0.036), higher orders >= 5x
     assert tv <= (0.6 if name in FIRST_ORDER else 1 / 3) * bfn_tv_at_10, (name, tv, bfn_tv_at_10)
 
 
@@ -151,7 +154,7 @@ SIGMA_1, M, S, ETA = 0.02, 0.3, 0.4, 1e-3
 
 def moment_reference(h: float, slope_scale: float) -> tuple[float, float]:
     """Mean and variance at t = 0 of the backward h-process for an affine score, from the moment ODEs
-    ``dm/dt = B_x m + B_0``, ``dP/dt = 2 B_x P - h g^2`` (path_integral.md 7), started at the exact marginal."""
+    ``dm/dt = B_x m + B_0``, ``dP/dt = 2 B_x P - h g^2`` (docs/likelihood.md 7), started at the exact marginal."""
     sde = ContinuousFlow(SIGMA_1).sde
 
     def coefficients(t: float) -> tuple[float, ...]:

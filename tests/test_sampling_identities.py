@@ -1,7 +1,9 @@
-"""Exact identities of the SDE view and of the sampler steps, in float64 at 1e-10 (solvers.md 6.1, path_integral O10).
+"""Exact identities of the SDE view and of the sampler steps, in float64 at 1e-10.
+
+The identities are those of docs/solvers.md 6.1 and docs/likelihood.md O10.
 
 Each step identity compares two formulas written independently: a step function of ``bfn.sampling`` against the
-original BFN update of the flows, a literal transcription of the spec, or a closed form.
+original BFN update of the flows, a literal transcription of docs/solvers.md, or a closed form.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def step_of(name: str, model: bfn.BFN, **options):
 
 
 # ----------------------------------------------------------------------------------- SDE coefficients
-ANCHORS = {  # solvers.md 2.2: sigma_1 = 1e-3, eta = 0.01, n = 10
+ANCHORS = {  # docs/solvers.md 2.2: sigma_1 = 1e-3, eta = 0.01, n = 10
     "alpha": [0.129036, 0.77818, 0.943506, 0.985612, 0.996336, 0.999067, 0.999762, 0.999939, 0.999985, 0.999996],
     "sigma": [0.33524, 0.41547, 0.230873, 0.119084, 0.060423, 0.030535, 0.015415, 0.00778, 0.003926, 0.001982],
     "lam": [-0.954753, 0.627547, 1.407737, 2.113435, 2.802713, 3.48795, 4.172165, 4.856122, 5.540012, 6.223886],
@@ -234,7 +236,7 @@ def test_noise_and_data_forms_of_the_first_order_ode_step_agree(clip):
         noise_form = step_of("bfn-solver1", model).step(ctx, state, t, None, 1).x
         data_form = step_of("bfn-solver++1", model).step(ctx, state, t, None, 1).x
         close(noise_form, data_form, rtol=1e-10, atol=1e-12)
-        # the beta form of solvers.md 2.6
+        # the beta form of docs/solvers.md 2.6
         flow = model.flow
         bs, bt = flow.beta(flip_clock(t64(0.7))), flow.beta(flip_clock(t64(t)))
         beta_form = (torch.sqrt(bt / bs) * (1 + bs) * state.x + (bt - torch.sqrt(bs * bt)) * x_hat) / (1 + bt)
@@ -269,7 +271,7 @@ def test_h_solver_order_one_is_the_ode_and_sde_presets():
     (2.0, 0.3518617892, 0.0060329153),
 ])  # fmt: skip
 def test_h_exponential_integrator_matches_o10(h, mean, var):
-    # path_integral.md O10: sigma_1 = 0.02, frozen x0_hat = 0.37, s = 0.6 -> t = 0.35, x_s = 0.05
+    # docs/likelihood.md O10: sigma_1 = 0.02, frozen x0_hat = 0.37, s = 0.6 -> t = 0.35, x_s = 0.05
     flow = ContinuousFlow(0.02, clip=False)
     model = bfn.BFN(ConstantX0(flow, 0.37), flow, (1,), dtype=F64)
     ctx = StepContext.build(model)
@@ -280,7 +282,7 @@ def test_h_exponential_integrator_matches_o10(h, mean, var):
     if h > 0:
         got = method.step(ctx, state, 0.35, torch.ones_like(state.x), 1).x - got_mean
         close(got**2, [[var]], rtol=0, atol=6e-11)
-    # and the same numbers from the moment ODEs dm/dt = B_x m + B_0, dP/dt = 2 B_x P - h g^2 (path_integral 2.2)
+    # and the same numbers from the moment ODEs dm/dt = B_x m + B_0, dP/dt = 2 B_x P - h g^2 (docs/likelihood.md 2.2)
     from scipy.integrate import solve_ivp
 
     sde = flow.sde
@@ -357,13 +359,13 @@ def test_single_step_solvers_match_the_spec_transcriptions():
     ps, pt = sch.at(s), sch.at(t)
     h = pt.lam - ps.lam
     x_s = x0_hat(state.x, s)
-    # DPM-Solver++(2S), r1 = 1/2 (solvers.md 2.6)
+    # DPM-Solver++(2S), r1 = 1/2 (docs/solvers.md 2.6)
     pm = sch.at_lam(ps.lam + 0.5 * h)
     u = pm.sigma / ps.sigma * state.x + pm.alpha * -math.expm1(-0.5 * h) * x_s
     d = x0_hat(u, pm.t)
     expected = pt.sigma / ps.sigma * state.x + pt.alpha * -math.expm1(-h) * d
     close(step_of("bfn-solver++2s", model).step(ctx, state, t, None, 2).x, expected)
-    # DPM-Solver++(3S), r1 = 1/3, r2 = 2/3 (solvers.md 2.6)
+    # DPM-Solver++(3S), r1 = 1/3, r2 = 2/3 (docs/solvers.md 2.6)
     r1, r2 = 1 / 3, 2 / 3
     p1, p2 = sch.at_lam(ps.lam + r1 * h), sch.at_lam(ps.lam + r2 * h)
     phi_1, phi_11, phi_12 = math.expm1(-h), math.expm1(-r1 * h), math.expm1(-r2 * h)
@@ -394,12 +396,12 @@ def test_multistep_presets_match_the_spec_transcriptions():
     state = SamplerState(xs[2], times[2], history)
     ps, pt = sch.at(times[2]), sch.at(times[3])
     h = pt.lam - ps.lam
-    # 2M (solvers.md 2.6): D = (1 + 1/(2r)) x_s - 1/(2r) x_s', r = h'/h
+    # 2M (docs/solvers.md 2.6): D = (1 + 1/(2r)) x_s - 1/(2r) x_s', r = h'/h
     r = (lams[2] - lams[1]) / h
     d = (1 + 1 / (2 * r)) * preds[2] - 1 / (2 * r) * preds[1]
     expected = pt.sigma / ps.sigma * xs[2] + pt.alpha * -math.expm1(-h) * d
     close(step_of("bfn-solver++2", model).step(ctx, state, times[3], None, 2).x, expected)
-    # SDE-2M midpoint (solvers.md 2.6): D1 = (x_s - x_s')/r
+    # SDE-2M midpoint (docs/solvers.md 2.6): D1 = (x_s - x_s')/r
     xi = noise_like(state, 2)
     d1 = (preds[2] - preds[1]) / r
     expected = (
@@ -409,7 +411,7 @@ def test_multistep_presets_match_the_spec_transcriptions():
         + pt.sigma * math.sqrt(-math.expm1(-2 * h)) * xi
     )
     close(step_of("sde-bfn-solver++2", model).step(ctx, state, times[3], xi, 2).x, expected)
-    # 3M with the factor 2 in D2 (solvers.md 2.6)
+    # 3M with the factor 2 in D2 (docs/solvers.md 2.6)
     h0, h1 = lams[2] - lams[1], lams[1] - lams[0]
     r0, r1 = h0 / h, h1 / h
     d1_0, d1_1 = (preds[2] - preds[1]) / r0, (preds[1] - preds[0]) / r1
@@ -451,7 +453,7 @@ def test_discrete_multistep_solvers_match_the_spec_transcriptions():
         + math.sqrt(k * (beta_t - beta_s)) * xi
     )
     close(step_of("sde-bfn-solver2", model).step(ctx, state, t, xi, 2).x, expected)
-    # order 3 (solvers.md 3.6)
+    # order 3 (docs/solvers.md 3.6)
     r1, r2 = times[1], times[0]
     f01, f12 = (p[2] - p[1]) / (s - r1), (p[1] - p[0]) / (r1 - r2)
     f012 = (f01 - f12) / (s - r2)
@@ -467,7 +469,7 @@ def test_discrete_multistep_solvers_match_the_spec_transcriptions():
         + math.sqrt(k * (beta_t - beta_s)) * xi
     )
     close(step_of("sde-bfn-solver3", model).step(ctx, state, t, xi, 3).x, expected)
-    # the midpoint single step (solvers.md 3.6)
+    # the midpoint single step (docs/solvers.md 3.6)
     m = (s + t) / 2
     z_m = (1 - m) / (1 - s) * xs[2] + k * b1 * (1 - m) * (m - s) * (1 / k - p[2])
     p_m = torch.softmax(model.call_net(z_m, flip_clock(t64(m))), -1)
@@ -516,7 +518,7 @@ def test_score_helpers():
 @pytest.mark.parametrize("h", [0.0, 0.5, 1.0, 2.0])
 def test_h_family_drift_in_data_and_score_form(h):
     """``B_h = f x - (1+h)/2 g^2 s`` equals ``(dlog sigma/dt - h dlambda/dt) x + (1+h) dlambda/dt alpha x0_hat``
-    (path_integral.md 2.5), the form the exponential integrator solves exactly; continuous and discrete SDEs."""
+    (docs/likelihood.md 2.5), the form the exponential integrator solves exactly; continuous and discrete SDEs."""
     from bfn.sampling import score_from_prediction
 
     for sde in (ContinuousFlow(0.02).sde, DiscreteFlow(3, 1.5).sde):

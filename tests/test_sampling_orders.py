@@ -1,11 +1,11 @@
-"""Convergence orders of the ODE solvers by step halving, against exact flow maps (solvers.md 6.3, 6.5).
+"""Convergence orders of the ODE solvers by step halving, against exact flow maps (docs/solvers.md 6.3, 6.5).
 
 Continuous: Gaussian data ``N(m, w^2)`` has the closed-form PF-ODE flow map
 ``mu_t = alpha_t m + sqrt(v_t / v_s) (mu_s - alpha_s m)`` with ``v = alpha^2 w^2 + sigma^2``. Discrete: independent
 positions with prior ``pi`` have ``p_hat = softmax(log pi + z)``; the reference is a fine RK4 solve of
 ``dz/dt = -z/(1 - t) - K beta_1 (1 - t)(p_hat - 1/K)``. The order is the slope of log(max error) against log(n) on
 three step counts. Multistep methods of order k start from an exact warm start (the first ``k - 1`` states and their
-predictions exact), as the spec prescribes: a first-order first step alone caps the global rate at 2.
+predictions exact), as docs/solvers.md 6.3 prescribes: a first-order first step alone caps the global rate at 2.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def test_continuous_order(gaussian, name, options, grid, warm, steps, minimum):
 
 
 def test_third_order_multistep_needs_the_factor_two():
-    """With ``D2 = (D1_0 - D1_1)/(r0 + r1)`` (no factor 2) the 3M method is only second order (solvers.md 2.6)."""
+    """With ``D2 = (D1_0 - D1_1)/(r0 + r1)`` (no factor 2) the 3M method is only second order (docs/solvers.md 2.6)."""
     from bfn.sampling.exponential import exact_taylor_weights
 
     def halved(delta: float, c: float, order: int) -> tuple[float, ...]:
@@ -214,7 +214,10 @@ def test_discrete_order(categorical, name, options, grid, warm, steps, minimum):
 
 
 def test_ode_solvers_are_exact_for_a_point_mass():
-    """With ``x0_hat`` constant the ODE presets integrate the flow exactly in any number of steps (solvers.md 6.3)."""
+    """With ``x0_hat`` constant the ODE presets integrate the flow exactly in any number of steps.
+
+    docs/solvers.md 6.3.
+    """
     flow = ContinuousFlow(1e-3, clip=False)
     model = bfn.BFN(GaussianDenoiser(flow, M, 0.0), flow, (3,), dtype=F64)
     sde = flow.sde

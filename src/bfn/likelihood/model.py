@@ -273,7 +273,7 @@ def pf_ode_nll(
     """Probability-flow ODE bound on ``-log P(x)`` of a BFN, in nats per example (module docstring for the bound).
 
     ``-E_{z ~ r(.|x)}[l_0(z) + log p_dec(x|z) - log r(z|x)]`` with ``l_0`` the log-density of the model's PF-ODE
-    started from ``prior`` at ``t_max = 1 - eta`` (Hirono et al., ICML 2024, sec. 4.2; BFN transfer in the module
+    started from ``prior`` at ``t_max = 1 - eta`` (Hirono et al., ICML 2024; docs/likelihood.md 4.2 and 6.4; the module
     docstring). ``.bits_per_dim`` converts.
 
     Args:

@@ -6,7 +6,7 @@ to ``T`` (noise end), where the prior ``pi`` is placed, the density ``l_t = log 
 
     l_t0(x) = log pi(x_T) + int_t0^T div v(x_t, t) dt,      div v = D f(t) - g(t)^2 div s / 2,
 
-(Hirono et al., ICML 2024, sec. 4.2; Chen et al., 2018; Song et al., 2021). The augmented state
+(Hirono et al., ICML 2024, docs/likelihood.md 4.2; Chen et al., 2018; Song et al., 2021). The augmented state
 ``[x, int div v]`` is integrated in float64 by :func:`bfn.likelihood.ode.integrate` (with ``x`` in units of the
 marginal scale ``kappa_t``, and the exact part ``D log(kappa_T / kappa_t0)`` of the integral taken in closed form,
 see :class:`Clock`).

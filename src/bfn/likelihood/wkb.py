@@ -7,8 +7,8 @@ The backward ``h``-process ``dx = [f x - (1 + h) g^2 s / 2] dt + sqrt(h) g dw`` 
     l1_t0(x) = -int_t0^T g^2/2 [div s + s . grad l - lap l - |grad l|^2](x_t, t) dt     (along the PF-ODE path),
 
 so ``NLL_h(x) = NLL_0(x) + h c(x) + O(h^2)`` with ``c = -l1``. ``grad l`` and ``lap l`` are obtained by one
-backward sweep (Form C of the spec): after the PF-ODE has carried ``x`` to ``x_T``, integrate from ``T`` down to
-``t0`` the state ``(x, l, G, H, phi)`` with ``G = grad l``, ``H = hess l``, ``J = dv/dx``:
+backward Hessian sweep (docs/likelihood.md 4.3.3): after the PF-ODE has carried ``x`` to ``x_T``, integrate from
+``T`` down to ``t0`` the state ``(x, l, G, H, phi)`` with ``G = grad l``, ``H = hess l``, ``J = dv/dx``:
 
     x' = v,   l' = -div v,   G' = -J^T G - grad div v,
     H' = -J^T H - H J - sum_j G_j hess v_j - hess div v,   phi' = g^2/2 [div s + s . G - tr H - |G|^2],

@@ -34,7 +34,7 @@ def ode_weights(s: float, t: float) -> tuple[float, float, float]:
 
 
 def sde_weights(s: float, t: float, beta_1: float) -> tuple[float, float, float]:
-    """``-int_s^t g(t')^2 (t' - s)^j / j! dt' / K`` for ``j = 0, 1, 2`` (exact quadrature; solvers.md 3.6).
+    """``-int_s^t g(t')^2 (t' - s)^j / j! dt' / K`` for ``j = 0, 1, 2`` (exact quadrature; docs/solvers.md 3.6).
 
     ``(beta_t - beta_s, (beta_1/3) h^2 (s + 2t - 3), -beta_1 ((1 - s) h^3/3 - h^4/4))`` with ``h = t - s``.
     """

@@ -1,7 +1,7 @@
 """Exponential-integrator steps in half log-SNR ``lambda``: the continuous BFN-Solvers and the path-integral h-solver.
 
 All of them solve, for one step ``s -> t`` (``delta = lambda_t - lambda_s > 0``), the backward h-process of the
-linear SDE (Hirono et al., ICML 2024, sec. 2; Xue et al., ICML 2024, sec. 4)
+linear SDE (Hirono et al., ICML 2024; Xue et al., ICML 2024, sec. 4; docs/likelihood.md 2)
 
     dx = [f x - (1 + h)/2 g^2 score] dt + sqrt(h) g dw_bar,    score = -(x - alpha_t x0_hat) / sigma_t^2,
 
@@ -54,7 +54,7 @@ def exact_taylor_weights(delta: float, c: float, order: int) -> tuple[float, ...
     """``int_0^delta c e^{-c (delta - u)} u^j / j! du`` for ``j < order``: the exact weights of ``x0_hat^(j)``.
 
     ``w0 = 1 - e^{-c delta}``, ``w1 = delta - w0 / c``, ``w2 = delta^2 / 2 - delta / c + w0 / c^2``
-    (path_integral.md 2.6; at ``c = 1`` these are DPM-Solver++'s ``-phi_1``, ``h phi_2`` and ``-h^2 phi_3``).
+    (docs/likelihood.md 2.6; at ``c = 1`` these are DPM-Solver++'s ``-phi_1``, ``h phi_2`` and ``-h^2 phi_3``).
     """
     w0 = -math.expm1(-c * delta)
     return (w0, delta - w0 / c, 0.5 * delta * delta - delta / c + w0 / (c * c))[:order]
