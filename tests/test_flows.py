@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bfn
-from bfn.flows.discretised import gaussian_bin_probs
+from bfn.flows.discretised import gaussian_bin_mass, gaussian_bin_probs
 from oracles import CategoricalDenoiser, GaussianDenoiser, ZeroNet
 
 F64 = torch.float64
@@ -143,6 +143,83 @@ def test_discretised_probs_equal_quantised_gaussian_draws():
     draws = mu_x + sigma_x * torch.randn(400_000, dtype=F64, generator=gen(9))
     freq = torch.bincount(flow.bin_index(draws), minlength=8).to(F64) / draws.numel()
     assert (freq - p).abs().max().item() < 4 * math.sqrt(0.25 / draws.numel())
+
+
+def _discretised_inputs(
+    num_bins: int, copies: int
+) -> tuple[bfn.DiscretisedFlow, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Network outputs, states and times whose ``(mu_x, sigma_x)`` span narrow to wide, inside and outside [-1, 1]."""
+    flow = bfn.DiscretisedFlow(num_bins, 1e-3)
+    mu = torch.tensor([-0.3, 0.95, 0.0, 1.3, -1.02], dtype=F64).expand(copies, 5)
+    mu_eps = torch.tensor([0.1, -0.4, 0.0, 0.2, 1.0], dtype=F64)
+    log_sigma_eps = torch.tensor([-2.5, -1.0, 0.5, -3.0, -4.0], dtype=F64)
+    net_out = torch.stack([mu_eps, log_sigma_eps], -1).expand(copies, 5, 2)
+    tau = torch.full((copies,), 0.6, dtype=F64)
+    return flow, net_out, mu, tau
+
+
+@pytest.mark.parametrize("num_bins", [2, 16, 256])
+def test_discretised_draws_have_the_bin_probabilities(num_bins):
+    """The O(1) draw (quantised Gaussian, clamped) has the law p_O of the exact bin masses: chi-square per element."""
+    from scipy.stats import chi2
+
+    copies = 100_000
+    flow, net_out, mu, tau = _discretised_inputs(num_bins, copies)
+    bins = flow.draw_bins(net_out, mu, tau, gen(11))
+    assert bins.dtype == torch.long and bins.shape == mu.shape
+    mu_x, sigma_x = flow.output_params(net_out[:1], mu[:1], tau[:1])
+    probs = gaussian_bin_probs(mu_x[0], sigma_x[0], num_bins)  # (5, K)
+    for d in range(5):
+        counts = torch.bincount(bins[:, d], minlength=num_bins).to(F64)
+        expected = copies * probs[d]
+        assert counts[expected < 1e-9].sum() == 0  # nothing lands where p_O is negligible
+        big = expected >= 5
+        stat = ((counts[big] - expected[big]) ** 2 / expected[big]).sum()
+        rest_o, rest_e = counts[~big].sum(), expected[~big].sum()
+        if rest_e >= 5:
+            stat = stat + (rest_o - rest_e) ** 2 / rest_e
+        dof = int(big.sum()) - (0 if rest_e >= 5 else 1)
+        if dof > 0:
+            assert chi2.sf(stat.item(), dof) > 1e-4, (d, stat.item(), dof)
+        tv = 0.5 * (counts / copies - probs[d]).abs().sum().item()
+        assert tv < 0.02
+
+
+@pytest.mark.parametrize("num_bins", [2, 16, 256])
+def test_discretised_bin_mass_and_mode_match_the_full_probabilities(num_bins):
+    flow, net_out, mu, tau = _discretised_inputs(num_bins, 1)
+    mu_x = torch.tensor([-40.0, -1.0, 0.0, 0.3, 1.0, 25.0, 0.999, -0.5, 0.2], dtype=F64)
+    sigma_x = torch.tensor([1e-3, 0.1, 10.0, 1e-3, 0.5, 1e-3, 0.002, 3.0, 0.02], dtype=F64)
+    probs = gaussian_bin_probs(mu_x, sigma_x, num_bins)
+    bins = torch.arange(num_bins).expand(9, num_bins)
+    mass = gaussian_bin_mass(mu_x[:, None], sigma_x[:, None], bins, num_bins)
+    torch.testing.assert_close(mass, probs, rtol=1e-12, atol=0.0)
+    mode = flow.mode_bins(net_out, mu, tau)
+    mu_x, sigma_x = flow.output_params(net_out, mu, tau)
+    assert torch.equal(mode, gaussian_bin_probs(mu_x, sigma_x, num_bins).argmax(-1))
+    out = flow.sample_output(net_out, mu, gen(3), mode=True)  # at tau = 1
+    assert torch.equal(out, flow.bin_centres()[flow.mode_bins(net_out, mu, torch.ones_like(tau))])
+
+
+def test_discretised_mode_is_the_argmax_of_the_probabilities():
+    """The mode (bin of mu_x, or an outer bin) against the argmax of all K masses on a dense grid."""
+    flow = bfn.DiscretisedFlow(16, 1e-3)
+    g = gen(12)
+    mu = torch.rand(2000, generator=g, dtype=F64) * 3 - 1.5
+    net_out = torch.stack([torch.zeros_like(mu), torch.rand(2000, generator=g, dtype=F64) * 8 - 6], -1)
+    tau = torch.ones(2000, dtype=F64)
+    mu_x, sigma_x = flow.output_params(net_out, mu, tau)
+    expected = gaussian_bin_probs(mu_x, sigma_x, 16).argmax(-1)
+    assert torch.equal(flow.mode_bins(net_out, mu, tau), expected)
+
+
+def test_discretised_sampler_guess_is_a_drawn_centre_or_k_hat():
+    flow, net_out, mu, tau = _discretised_inputs(16, 50)
+    guess = flow.sampler_guess(net_out, mu, tau, gen(13))
+    assert torch.equal(flow.quantize(guess), guess)
+    torch.testing.assert_close(guess, flow.bin_centres()[flow.draw_bins(net_out, mu, tau, gen(13))])
+    mean = flow.sampler_guess(net_out, mu, tau, gen(13), categorical=False)
+    torch.testing.assert_close(mean, flow.k_hat(flow.bin_probs(net_out, mu, tau)), rtol=0, atol=1e-12)
 
 
 def test_quantize_maps_to_bin_centres():

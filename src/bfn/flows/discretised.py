@@ -103,9 +103,9 @@ class DiscretisedFlow(ContinuousFlow):
         cdf_sum = torch.special.ndtr((edges - mu_x.unsqueeze(-1)) / sigma_x.unsqueeze(-1)).sum(-1)
         return (1.0 - 1.0 / self.num_bins) - (2.0 / self.num_bins) * cdf_sum
 
-    def _log_probs_at(self, probs: Tensor, x: Tensor, mu_x: Tensor, sigma_x: Tensor) -> Tensor:
+    def _log_probs_at(self, x: Tensor, mu_x: Tensor, sigma_x: Tensor) -> Tensor:
         """``log p_O(bin of x)``, switching to ``log(density x width)`` where the mass is below ``PROB_FLOOR``."""
-        p = probs.gather(-1, self.bin_index(x).unsqueeze(-1)).squeeze(-1)
+        p = gaussian_bin_mass(mu_x, sigma_x, self.bin_index(x), self.num_bins)
         z = (x - mu_x) / sigma_x
         log_density = -0.5 * z.square() - torch.log(sigma_x) - 0.5 * LOG_2PI + math.log(2.0 / self.num_bins)
         return torch.where(p > PROB_FLOOR, torch.log(p.clamp_min(PROB_FLOOR)), log_density)
@@ -145,31 +145,51 @@ class DiscretisedFlow(ContinuousFlow):
         """``-log p_O(x | mu, 1)`` per example."""
         tau = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
         mu_x, sigma_x = self.output_params(net_out, state, tau)
-        probs = gaussian_bin_probs(mu_x, sigma_x, self.num_bins)
-        return -self._log_probs_at(probs, x, mu_x, sigma_x).reshape(x.shape[0], -1).sum(1)
+        return -self._log_probs_at(x, mu_x, sigma_x).reshape(x.shape[0], -1).sum(1)
 
     # ------------------------------------------------------------------------------------ original sampler
+    def draw_bins(self, net_out: Tensor, state: Tensor, tau: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Bin indices ``k ~ p_O(. | mu, tau)`` per element, in O(1) per element.
+
+        With the outer bins extended to infinity, ``p_O`` is exactly the law of a Gaussian draw
+        ``y ~ N(mu_x, sigma_x^2)`` put into its bin, ``floor((y + 1) K / 2)`` clamped to ``[0, K-1]``.
+        """
+        mu_x, sigma_x = self.output_params(net_out, state, tau)
+        noise = torch.randn(mu_x.shape, generator=generator, dtype=mu_x.dtype, device=mu_x.device)
+        return self.bin_index(mu_x + sigma_x * noise)
+
+    def mode_bins(self, net_out: Tensor, state: Tensor, tau: Tensor) -> Tensor:
+        """The most probable bin of ``p_O(. | mu, tau)`` per element, in O(1) per element.
+
+        Among the interior bins (all of width ``2/K``) the one holding ``mu_x`` has the largest mass, since the mass
+        of an interval of fixed width is unimodal in its position; so the mode is that bin or an outer bin. The bin
+        below it is a candidate too, so that ties (``mu_x`` on an edge) go to the lower bin, as with ``argmax``.
+        """
+        mu_x, sigma_x = self.output_params(net_out, state, tau)
+        inner = self.bin_index(mu_x)
+        first, last = torch.zeros_like(inner), torch.full_like(inner, self.num_bins - 1)
+        candidates = torch.stack([first, (inner - 1).clamp_min(0), inner, last], -1)  # in increasing order
+        mass = gaussian_bin_mass(mu_x.unsqueeze(-1), sigma_x.unsqueeze(-1), candidates, self.num_bins)
+        return candidates.gather(-1, mass.argmax(-1, keepdim=True)).squeeze(-1)
+
+    def centres_of(self, bins: Tensor, dtype: torch.dtype) -> Tensor:
+        """Bin centres ``(2k + 1)/K - 1`` of the bin indices ``bins`` (the formula of :meth:`bin_centres`)."""
+        return (2 * bins.to(dtype) + 1) / self.num_bins - 1
+
     def sampler_guess(
         self, net_out: Tensor, state: Tensor, tau: Tensor, generator: torch.Generator | None, **options: Any
     ) -> Tensor:
         """A bin centre drawn from ``p_O`` (the paper's sampler), or ``k_hat`` with ``categorical=False``."""
-        probs = self.bin_probs(net_out, state, tau)
         if not options.get("categorical", True):
-            return self.k_hat(probs)
-        return self._draw_centres(probs, generator)
-
-    def _draw_centres(self, probs: Tensor, generator: torch.Generator | None) -> Tensor:
-        idx = torch.multinomial(probs.reshape(-1, self.num_bins), 1, generator=generator).reshape(probs.shape[:-1])
-        return self.bin_centres(probs.dtype, probs.device)[idx]
+            return self.data_prediction(net_out, state, tau)
+        return self.centres_of(self.draw_bins(net_out, state, tau, generator), state.dtype)
 
     def sample_output(
         self, net_out: Tensor, state: Tensor, generator: torch.Generator | None, mode: bool = False
     ) -> Tensor:
         tau = torch.ones(state.shape[0], dtype=torch.float64, device=state.device)
-        probs = self.bin_probs(net_out, state, tau)
-        if mode:
-            return self.bin_centres(probs.dtype, probs.device)[probs.argmax(-1)]
-        return self._draw_centres(probs, generator)
+        bins = self.mode_bins(net_out, state, tau) if mode else self.draw_bins(net_out, state, tau, generator)
+        return self.centres_of(bins, state.dtype)
 
 
 def gaussian_bin_probs(mu_x: Tensor, sigma_x: Tensor, num_bins: int) -> Tensor:
@@ -188,3 +208,17 @@ def gaussian_bin_probs(mu_x: Tensor, sigma_x: Tensor, num_bins: int) -> Tensor:
     left_z = torch.cat([torch.full_like(z[..., :1], -math.inf), z], -1)  # standardised left edge of each bin
     probs = torch.where(left_z > 0, sf[..., :-1] - sf[..., 1:], cdf[..., 1:] - cdf[..., :-1])
     return probs.clamp_min(0.0)
+
+
+def gaussian_bin_mass(mu_x: Tensor, sigma_x: Tensor, bins: Tensor, num_bins: int) -> Tensor:
+    """Mass of ``N(mu_x, sigma_x^2)`` in bin ``bins`` (indices, broadcasting with ``mu_x``) of ``num_bins``, O(1).
+
+    The same tail-precise differences as :func:`gaussian_bin_probs`, for one bin per element.
+    """
+    width = 2.0 / num_bins
+    left = bins.to(mu_x.dtype) * width - 1.0
+    z_left = torch.where(bins > 0, (left - mu_x) / sigma_x, -math.inf)
+    z_right = torch.where(bins < num_bins - 1, ((bins + 1).to(mu_x.dtype) * width - 1.0 - mu_x) / sigma_x, math.inf)
+    upper = torch.special.ndtr(-z_left) - torch.special.ndtr(-z_right)
+    lower = torch.special.ndtr(z_right) - torch.special.ndtr(z_left)
+    return torch.where(z_left > 0, upper, lower).clamp_min(0.0)
