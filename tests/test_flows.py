@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bfn
-from bfn.flows.discretised import gaussian_bin_mass, gaussian_bin_probs
+from bfn.flows.discretised import gaussian_bin_mass, gaussian_bin_mean, gaussian_bin_probs
 from oracles import CategoricalDenoiser, GaussianDenoiser, ZeroNet
 
 F64 = torch.float64
@@ -385,6 +385,60 @@ def test_discretised_data_prediction_is_the_output_mean():
     tau[:4] = torch.tensor([0.0, 1e-7, 1.0, 0.5])
     expected = flow.k_hat(flow.bin_probs(net_out, mu, tau))
     assert torch.allclose(flow.data_prediction(net_out, mu, tau), expected, atol=1e-12)
+
+
+def _full_sum_mean(mu_x: torch.Tensor, sigma_x: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Reference ``k_hat = k_c(K) - D sum_{j=1}^{K-1} Phi((e_j - mu_x)/sigma_x)`` over all interior edges."""
+    edges = torch.arange(1, num_bins, dtype=mu_x.dtype) * (2.0 / num_bins) - 1.0
+    cdf = torch.special.ndtr((edges - mu_x.unsqueeze(-1)) / sigma_x.unsqueeze(-1))
+    return (1.0 - 1.0 / num_bins) - (2.0 / num_bins) * cdf.sum(-1)
+
+
+def _mean_grid(num_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """mu_x from far below to far above [-1, 1] against sigma_x from 1e-3 to 10 (both sides of the switch)."""
+    width = 2.0 / num_bins
+    sigmas = torch.cat([torch.logspace(-3, 1, 41, dtype=F64), width * torch.tensor([1.49, 1.51, 2.0, 0.3], dtype=F64)])
+    mus = torch.cat([torch.linspace(-1.3, 1.3, 397, dtype=F64), torch.tensor([-1e4, -40.0, -3.0, 3.0, 40.0, 1e4])])
+    mu_x, sigma_x = torch.meshgrid(mus, sigmas.clamp(1e-3, 10.0), indexing="ij")
+    return mu_x, sigma_x
+
+
+@pytest.mark.parametrize("num_bins", [2, 16, 32, 256])
+def test_discretised_mean_equals_the_full_sum(num_bins):
+    """The O(1) k_hat (window of edges / Euler-Maclaurin) equals the sum over all K - 1 edges within 1.1e-7 D."""
+    mu_x, sigma_x = _mean_grid(num_bins)
+    error = (gaussian_bin_mean(mu_x, sigma_x, num_bins) - _full_sum_mean(mu_x, sigma_x, num_bins)).abs().max()
+    assert error.item() <= 1.1e-7 * 2.0 / num_bins
+    if num_bins <= 17:  # all edges fit in the window: exact
+        assert error.item() < 1e-14
+    probs_mean = bfn.DiscretisedFlow(num_bins).k_hat(gaussian_bin_probs(mu_x, sigma_x, num_bins))
+    torch.testing.assert_close(gaussian_bin_mean(mu_x, sigma_x, num_bins), probs_mean, rtol=0, atol=2e-7 / num_bins)
+
+
+@pytest.mark.parametrize("num_bins", [2, 16, 256])
+def test_discretised_mean_in_float32_is_as_precise_as_the_full_sum(num_bins):
+    mu_x, sigma_x = _mean_grid(num_bins)
+    mu_x, sigma_x = mu_x.float().double(), sigma_x.float().double()  # the same inputs in both precisions
+    exact = _full_sum_mean(mu_x, sigma_x, num_bins)
+    error = (gaussian_bin_mean(mu_x.float(), sigma_x.float(), num_bins).double() - exact).abs()
+    error_full = (_full_sum_mean(mu_x.float(), sigma_x.float(), num_bins).double() - exact).abs()
+    assert gaussian_bin_mean(mu_x.float(), sigma_x.float(), num_bins).dtype == torch.float32
+    assert error.max().item() < max(4 * error_full.max().item(), 2.5e-7) and error.max().item() < 1e-6
+
+
+@pytest.mark.parametrize("num_bins", [2, 16, 256])
+def test_discretised_mean_gradients(num_bins):
+    """Closed-form gradients (window) and the Euler-Maclaurin form's agree with autograd of the full sum."""
+    g = gen(60)
+    mu_x = (torch.rand(300, generator=g, dtype=F64) * 3 - 1.5).requires_grad_()
+    sigma_x = torch.exp(torch.rand(300, generator=g, dtype=F64) * math.log(1e4)) * 1e-3
+    sigma_x = sigma_x.requires_grad_()
+    grads = torch.autograd.grad(gaussian_bin_mean(mu_x, sigma_x, num_bins).sum(), (mu_x, sigma_x))
+    expected = torch.autograd.grad(_full_sum_mean(mu_x, sigma_x, num_bins).sum(), (mu_x, sigma_x))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    few = [t[::10].detach().clone().requires_grad_() for t in (mu_x, sigma_x)]  # both forms, finite differences
+    assert torch.autograd.gradcheck(lambda m, s: gaussian_bin_mean(m, s, num_bins), few)
 
 
 def test_quantize_agrees_with_bin_centres_in_float32():
