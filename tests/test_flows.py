@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bfn
-from bfn.flows.discretised import gaussian_bin_probs
+from bfn.flows.discretised import gaussian_bin_mass, gaussian_bin_mean, gaussian_bin_probs
 from oracles import CategoricalDenoiser, GaussianDenoiser, ZeroNet
 
 F64 = torch.float64
@@ -143,6 +143,83 @@ def test_discretised_probs_equal_quantised_gaussian_draws():
     draws = mu_x + sigma_x * torch.randn(400_000, dtype=F64, generator=gen(9))
     freq = torch.bincount(flow.bin_index(draws), minlength=8).to(F64) / draws.numel()
     assert (freq - p).abs().max().item() < 4 * math.sqrt(0.25 / draws.numel())
+
+
+def _discretised_inputs(
+    num_bins: int, copies: int
+) -> tuple[bfn.DiscretisedFlow, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Network outputs, states and times whose ``(mu_x, sigma_x)`` span narrow to wide, inside and outside [-1, 1]."""
+    flow = bfn.DiscretisedFlow(num_bins, 1e-3)
+    mu = torch.tensor([-0.3, 0.95, 0.0, 1.3, -1.02], dtype=F64).expand(copies, 5)
+    mu_eps = torch.tensor([0.1, -0.4, 0.0, 0.2, 1.0], dtype=F64)
+    log_sigma_eps = torch.tensor([-2.5, -1.0, 0.5, -3.0, -4.0], dtype=F64)
+    net_out = torch.stack([mu_eps, log_sigma_eps], -1).expand(copies, 5, 2)
+    tau = torch.full((copies,), 0.6, dtype=F64)
+    return flow, net_out, mu, tau
+
+
+@pytest.mark.parametrize("num_bins", [2, 16, 256])
+def test_discretised_draws_have_the_bin_probabilities(num_bins):
+    """The O(1) draw (quantised Gaussian, clamped) has the law p_O of the exact bin masses: chi-square per element."""
+    from scipy.stats import chi2
+
+    copies = 100_000
+    flow, net_out, mu, tau = _discretised_inputs(num_bins, copies)
+    bins = flow.draw_bins(net_out, mu, tau, gen(11))
+    assert bins.dtype == torch.long and bins.shape == mu.shape
+    mu_x, sigma_x = flow.output_params(net_out[:1], mu[:1], tau[:1])
+    probs = gaussian_bin_probs(mu_x[0], sigma_x[0], num_bins)  # (5, K)
+    for d in range(5):
+        counts = torch.bincount(bins[:, d], minlength=num_bins).to(F64)
+        expected = copies * probs[d]
+        assert counts[expected < 1e-9].sum() == 0  # nothing lands where p_O is negligible
+        big = expected >= 5
+        stat = ((counts[big] - expected[big]) ** 2 / expected[big]).sum()
+        rest_o, rest_e = counts[~big].sum(), expected[~big].sum()
+        if rest_e >= 5:
+            stat = stat + (rest_o - rest_e) ** 2 / rest_e
+        dof = int(big.sum()) - (0 if rest_e >= 5 else 1)
+        if dof > 0:
+            assert chi2.sf(stat.item(), dof) > 1e-4, (d, stat.item(), dof)
+        tv = 0.5 * (counts / copies - probs[d]).abs().sum().item()
+        assert tv < 0.02
+
+
+@pytest.mark.parametrize("num_bins", [2, 16, 256])
+def test_discretised_bin_mass_and_mode_match_the_full_probabilities(num_bins):
+    flow, net_out, mu, tau = _discretised_inputs(num_bins, 1)
+    mu_x = torch.tensor([-40.0, -1.0, 0.0, 0.3, 1.0, 25.0, 0.999, -0.5, 0.2], dtype=F64)
+    sigma_x = torch.tensor([1e-3, 0.1, 10.0, 1e-3, 0.5, 1e-3, 0.002, 3.0, 0.02], dtype=F64)
+    probs = gaussian_bin_probs(mu_x, sigma_x, num_bins)
+    bins = torch.arange(num_bins).expand(9, num_bins)
+    mass = gaussian_bin_mass(mu_x[:, None], sigma_x[:, None], bins, num_bins)
+    torch.testing.assert_close(mass, probs, rtol=1e-12, atol=0.0)
+    mode = flow.mode_bins(net_out, mu, tau)
+    mu_x, sigma_x = flow.output_params(net_out, mu, tau)
+    assert torch.equal(mode, gaussian_bin_probs(mu_x, sigma_x, num_bins).argmax(-1))
+    out = flow.sample_output(net_out, mu, gen(3), mode=True)  # at tau = 1
+    assert torch.equal(out, flow.bin_centres()[flow.mode_bins(net_out, mu, torch.ones_like(tau))])
+
+
+def test_discretised_mode_is_the_argmax_of_the_probabilities():
+    """The mode (bin of mu_x, or an outer bin) against the argmax of all K masses on a dense grid."""
+    flow = bfn.DiscretisedFlow(16, 1e-3)
+    g = gen(12)
+    mu = torch.rand(2000, generator=g, dtype=F64) * 3 - 1.5
+    net_out = torch.stack([torch.zeros_like(mu), torch.rand(2000, generator=g, dtype=F64) * 8 - 6], -1)
+    tau = torch.ones(2000, dtype=F64)
+    mu_x, sigma_x = flow.output_params(net_out, mu, tau)
+    expected = gaussian_bin_probs(mu_x, sigma_x, 16).argmax(-1)
+    assert torch.equal(flow.mode_bins(net_out, mu, tau), expected)
+
+
+def test_discretised_sampler_guess_is_a_drawn_centre_or_k_hat():
+    flow, net_out, mu, tau = _discretised_inputs(16, 50)
+    guess = flow.sampler_guess(net_out, mu, tau, gen(13))
+    assert torch.equal(flow.quantize(guess), guess)
+    torch.testing.assert_close(guess, flow.bin_centres()[flow.draw_bins(net_out, mu, tau, gen(13))])
+    mean = flow.sampler_guess(net_out, mu, tau, gen(13), categorical=False)
+    torch.testing.assert_close(mean, flow.k_hat(flow.bin_probs(net_out, mu, tau)), rtol=0, atol=1e-12)
 
 
 def test_quantize_maps_to_bin_centres():
@@ -317,6 +394,60 @@ def test_discretised_data_prediction_is_the_output_mean():
     tau[:4] = torch.tensor([0.0, 1e-7, 1.0, 0.5])
     expected = flow.k_hat(flow.bin_probs(net_out, mu, tau))
     assert torch.allclose(flow.data_prediction(net_out, mu, tau), expected, atol=1e-12)
+
+
+def _full_sum_mean(mu_x: torch.Tensor, sigma_x: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Reference ``k_hat = k_c(K) - D sum_{j=1}^{K-1} Phi((e_j - mu_x)/sigma_x)`` over all interior edges."""
+    edges = torch.arange(1, num_bins, dtype=mu_x.dtype) * (2.0 / num_bins) - 1.0
+    cdf = torch.special.ndtr((edges - mu_x.unsqueeze(-1)) / sigma_x.unsqueeze(-1))
+    return (1.0 - 1.0 / num_bins) - (2.0 / num_bins) * cdf.sum(-1)
+
+
+def _mean_grid(num_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """mu_x from far below to far above [-1, 1] against sigma_x from 1e-3 to 10 (both sides of the switch)."""
+    width = 2.0 / num_bins
+    sigmas = torch.cat([torch.logspace(-3, 1, 41, dtype=F64), width * torch.tensor([1.49, 1.51, 2.0, 0.3], dtype=F64)])
+    mus = torch.cat([torch.linspace(-1.3, 1.3, 397, dtype=F64), torch.tensor([-1e4, -40.0, -3.0, 3.0, 40.0, 1e4])])
+    mu_x, sigma_x = torch.meshgrid(mus, sigmas.clamp(1e-3, 10.0), indexing="ij")
+    return mu_x, sigma_x
+
+
+@pytest.mark.parametrize("num_bins", [2, 16, 32, 256])
+def test_discretised_mean_equals_the_full_sum(num_bins):
+    """The O(1) k_hat (window of edges / Euler-Maclaurin) equals the sum over all K - 1 edges within 1.1e-7 D."""
+    mu_x, sigma_x = _mean_grid(num_bins)
+    error = (gaussian_bin_mean(mu_x, sigma_x, num_bins) - _full_sum_mean(mu_x, sigma_x, num_bins)).abs().max()
+    assert error.item() <= 1.1e-7 * 2.0 / num_bins
+    if num_bins <= 17:  # all edges fit in the window: exact
+        assert error.item() < 1e-14
+    probs_mean = bfn.DiscretisedFlow(num_bins).k_hat(gaussian_bin_probs(mu_x, sigma_x, num_bins))
+    torch.testing.assert_close(gaussian_bin_mean(mu_x, sigma_x, num_bins), probs_mean, rtol=0, atol=2e-7 / num_bins)
+
+
+@pytest.mark.parametrize("num_bins", [2, 16, 256])
+def test_discretised_mean_in_float32_is_as_precise_as_the_full_sum(num_bins):
+    mu_x, sigma_x = _mean_grid(num_bins)
+    mu_x, sigma_x = mu_x.float().double(), sigma_x.float().double()  # the same inputs in both precisions
+    exact = _full_sum_mean(mu_x, sigma_x, num_bins)
+    error = (gaussian_bin_mean(mu_x.float(), sigma_x.float(), num_bins).double() - exact).abs()
+    error_full = (_full_sum_mean(mu_x.float(), sigma_x.float(), num_bins).double() - exact).abs()
+    assert gaussian_bin_mean(mu_x.float(), sigma_x.float(), num_bins).dtype == torch.float32
+    assert error.max().item() < max(4 * error_full.max().item(), 2.5e-7) and error.max().item() < 1e-6
+
+
+@pytest.mark.parametrize("num_bins", [2, 16, 256])
+def test_discretised_mean_gradients(num_bins):
+    """Closed-form gradients (window) and the Euler-Maclaurin form's agree with autograd of the full sum."""
+    g = gen(60)
+    mu_x = (torch.rand(300, generator=g, dtype=F64) * 3 - 1.5).requires_grad_()
+    sigma_x = torch.exp(torch.rand(300, generator=g, dtype=F64) * math.log(1e4)) * 1e-3
+    sigma_x = sigma_x.requires_grad_()
+    grads = torch.autograd.grad(gaussian_bin_mean(mu_x, sigma_x, num_bins).sum(), (mu_x, sigma_x))
+    expected = torch.autograd.grad(_full_sum_mean(mu_x, sigma_x, num_bins).sum(), (mu_x, sigma_x))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    few = [t[::10].detach().clone().requires_grad_() for t in (mu_x, sigma_x)]  # both forms, finite differences
+    assert torch.autograd.gradcheck(lambda m, s: gaussian_bin_mean(m, s, num_bins), few)
 
 
 def test_quantize_agrees_with_bin_centres_in_float32():

@@ -162,6 +162,14 @@ class ExactBinPosteriorFlow(DiscretisedFlow):
     def data_prediction(self, net_out: Tensor, state: Tensor, tau: Tensor) -> Tensor:
         return self.k_hat(self.bin_probs(net_out, state, tau))
 
+    def draw_bins(self, net_out: Tensor, state: Tensor, tau: Tensor, generator: torch.Generator | None) -> Tensor:
+        probs = self.bin_probs(net_out, state, tau)
+        flat = torch.multinomial(probs.reshape(-1, self.num_bins), 1, generator=generator)
+        return flat.reshape(probs.shape[:-1])
+
+    def mode_bins(self, net_out: Tensor, state: Tensor, tau: Tensor) -> Tensor:
+        return self.bin_probs(net_out, state, tau).argmax(-1)
+
 
 class ZeroNet(nn.Module):
     """Outputs zeros of the contract's shape: ``(B, *S)`` or ``(B, *S, channels)``; input ``(B, *S[, C])``."""
