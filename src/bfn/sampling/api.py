@@ -68,7 +68,8 @@ def sample(
     ``sampler="auto"`` (the default): the library's best measured configuration for the flow's kind, and ``steps``
     is the number of network calls (``out.nfe == steps``, default 20); ``out.sampler``, ``out.steps`` and
     ``out.options`` say what ran (:func:`bfn.sampling.auto.auto_config`: continuous and discretised ``h-solver`` with
-    ``h = 0.2``, ``order = 3`` from ``eta = 1e-4`` on the tuned log-SNR grid, ``bfn-solver++2`` up to 6 calls;
+    ``h = 0.2``, ``order = 3`` from ``eta = 1e-4`` on the tuned log-SNR grid (discretised with ``final="denoise"``),
+    ``bfn-solver++2`` up to 6 calls;
     discrete ``bfn-solver3`` on the tuned grid with ``final="denoise"``). Options given with ``"auto"`` override
     its choices.
 

@@ -10,7 +10,8 @@ and ``SampleOutput.options`` report what ran. The choice is measured on the exac
   the prior removes most of the error of the Gaussian start, whose neglected signal scales as
   ``exp(lambda_{1 - eta}) ~ sqrt(eta)`` (at the protocol's ``eta = 1e-2`` it caps the accuracy of every ODE solver at
   any step count); the tuned grid spends the extra log-SNR range with one large first step where the data prediction
-  barely changes, and the small noise contracts what is left of the start error. Up to ``SMALL_BUDGET`` calls,
+  barely changes, and the small noise contracts what is left of the start error (discretised data end with
+  ``final="denoise"``, a draw from the output distribution). Up to ``SMALL_BUDGET`` calls,
   ``bfn-solver++2`` from ``eta = 1e-2`` on the uniform log-SNR grid with ``final="drop"`` (see :func:`auto_config`).
 * discrete data: ``bfn-solver3`` (third-order multistep PF-ODE solver in ``t``) on the tuned grid from the
   protocol's ``eta = 1e-3``, ending with ``final="denoise"``.
@@ -53,6 +54,7 @@ SMALL_BUDGET = 6
 
 _CONTINUOUS_SMALL = ("bfn-solver++2", {"grid": "logsnr", "eta": 1e-2, "final": "drop"})
 _CONTINUOUS = ("h-solver", {"h": 0.2, "order": 3, "grid": "tuned", "eta": 1e-4, "final": "drop"})
+_DISCRETISED = ("h-solver", {"h": 0.2, "order": 3, "grid": "tuned", "eta": 1e-4, "final": "denoise"})
 _DISCRETE = ("bfn-solver3", {"grid": "tuned", "eta": 1e-3, "final": "denoise"})
 
 
@@ -61,15 +63,18 @@ def auto_config(kind: FlowKind, nfe: int) -> tuple[str, dict[str, Any]]:
 
     Continuous and discretised: up to ``SMALL_BUDGET`` calls ``bfn-solver++2`` on the uniform log-SNR grid from the
     protocol's ``eta = 1e-2`` with ``final="drop"`` (too few steps to pay for the longer log-SNR range of a small
-    ``eta``); above, ``h-solver`` with ``h = 0.2``, ``order = 3`` from ``eta = 1e-4`` on the tuned grid with
-    ``final="drop"``. Discrete:
+    ``eta``); above, ``h-solver`` with ``h = 0.2``, ``order = 3`` from ``eta = 1e-4`` on the tuned grid, with
+    ``final="drop"`` (continuous) or ``final="denoise"`` (discretised: a draw from the output distribution at
+    ``tau = 1`` instead of the bin nearest to the mean prediction, which is biased towards the middle bins). Discrete:
     ``bfn-solver3`` on the tuned grid from ``eta = 1e-3`` with ``final="denoise"``. One call is always one
     ``final="drop"`` step.
     """
     if kind == "discrete":
         name, options = _DISCRETE
+    elif nfe <= SMALL_BUDGET:
+        name, options = _CONTINUOUS_SMALL
     else:
-        name, options = _CONTINUOUS_SMALL if nfe <= SMALL_BUDGET else _CONTINUOUS
+        name, options = _DISCRETISED if kind == "discretised" else _CONTINUOUS
     options = dict(options)
     if nfe == 1:
         options["final"] = "drop"
