@@ -24,7 +24,7 @@ EXAMPLES = """examples:
   bfn train --data toy:two_moons --flow continuous --steps 3000 --out runs/moons
   bfn train --resume --out runs/digits --steps 8000
   torchrun --nproc_per_node=2 -m bfn train --data digits --batch-size 64 --out runs/ddp
-  bfn sample runs/digits --sampler bfn-solver++2 --steps 10 --num 64 --out samples.png
+  bfn sample runs/digits --steps 10 --num 64 --out samples.png      # sampler auto: 10 network calls
   bfn eval runs/digits --samplers bfn,bfn-solver++2 --nfe 5,10,20
 """
 
@@ -203,14 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("run", type=Path, help="run folder (from bfn train) or model folder (save_pretrained)")
     sample.add_argument(
-        "--sampler", default="bfn-solver++2", help="sampler name from bfn.sampling.SAMPLERS (default bfn-solver++2)"
+        "--sampler",
+        default="auto",
+        help="auto (the best measured configuration for the run's data kind; --steps counts network calls) or a "
+        "sampler name from bfn.sampling.SAMPLERS (default auto)",
     )
-    sample.add_argument("--steps", type=int, default=10, help="solver steps (default 10)")
+    sample.add_argument("--steps", type=int, default=10, help="solver steps; network calls for auto (default 10)")
     sample.add_argument("--nfe", type=int, help="instead of --steps: the most steps within this many network calls")
     sample.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
     sample.add_argument("--h", type=float, help="h-solver: noise-variance multiplier (0 ODE, 1 reverse SDE)")
     sample.add_argument("--order", type=int, choices=[1, 2, 3], help="h-solver: order")
-    sample.add_argument("--grid", choices=["uniform", "logsnr"], help="solver time grid (default uniform)")
+    sample.add_argument("--grid", choices=["uniform", "logsnr", "tuned"], help="solver time grid (default uniform)")
     sample.add_argument("--eta", type=float, help="solver end offset: the grid starts at t = 1 - eta")
     sample.add_argument("--final", choices=["drop", "denoise"], help="solver last step (default drop)")
     sample.add_argument(
@@ -402,7 +405,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         text=is_text(info),
         title=f"{args.sampler}, {out.nfe} NFE",
     )
-    print(f"{args.num} samples with {args.sampler} ({steps} steps): NFE {out.nfe}; wrote {path}")
+    ran = out.sampler if out.sampler == args.sampler else f"{args.sampler} = {out.sampler} {out.options}"
+    print(f"{args.num} samples with {ran} ({out.steps} steps): NFE {out.nfe}; wrote {path}")
     return 0
 
 

@@ -1041,10 +1041,12 @@ def steps_for_nfe(sampler: str, kind: str, nfe: int, **options: Any) -> int:
     """The most steps of ``sampler`` whose network calls do not exceed ``nfe`` (at least 1 step).
 
     Uses the registry's cost model (``SAMPLERS[name].nfe``): e.g. 10 NFE is 9 steps of ``bfn`` (``n + 1`` calls)
-    and 10 steps of ``bfn-solver++2`` (``n`` calls with ``final="drop"``).
+    and 10 steps of ``bfn-solver++2`` (``n`` calls with ``final="drop"``); ``"auto"`` counts network calls.
     """
     from bfn.sampling import get_sampler
 
+    if sampler == "auto":
+        return nfe  # steps are network calls
     spec = get_sampler(sampler, kind)  # type: ignore[arg-type]
     final = options.get("final", "drop")
     steps = 1

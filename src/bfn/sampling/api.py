@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from bfn.flows.base import Flow, LinearSDE, as_f64, expand_like
+from bfn.flows.base import Flow, FlowKind, LinearSDE, as_f64, expand_like
+from bfn.sampling.auto import AUTO, AUTO_NFE, resolve_auto, tuned_grid
 from bfn.sampling.engine import Recorder, SamplerState, StepContext, integrate, standard_normal
 from bfn.sampling.registry import SamplerSpec, get_sampler, resolve_options
 from bfn.time import flip_clock, time_grid
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
 
     from bfn.model import BFN
     from bfn.sampling.registry import SamplerOptions
+
+
+DEFAULT_STEPS = 100
+"""Steps of a named sampler when ``steps`` is not given (``sampler="auto"`` takes ``AUTO_NFE`` network calls)."""
 
 
 @dataclass
@@ -34,6 +39,9 @@ class SampleOutput:
         t: solver time of ``state`` (0 after ``final="denoise"``; the last evaluated time after ``final="drop"``).
         trajectory: with ``trajectory=True``, one dict per step (``step``, ``t``, ``x0_hat``, ``x``, ``t_next``,
             ``nfe``), else ``None``.
+        sampler: the registered sampler that ran (what ``sampler="auto"`` resolved to).
+        steps: its number of steps.
+        options: the options it ran with, as given or chosen by ``sampler="auto"`` (without ``callback``).
     """
 
     samples: Tensor
@@ -41,18 +49,31 @@ class SampleOutput:
     state: Tensor
     t: float
     trajectory: list[dict[str, Any]] | None = None
+    sampler: str = ""
+    steps: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @torch.no_grad()
 def sample(
     model: BFN,
     num_samples: int,
-    sampler: str = "bfn",
-    steps: int = 100,
+    sampler: str = AUTO,
+    steps: int | None = None,
     generator: torch.Generator | None = None,
     **options: Unpack[SamplerOptions],
 ) -> SampleOutput:
     """Draw ``num_samples`` samples from ``model`` with the registered sampler ``sampler`` in ``steps`` steps.
+
+    ``sampler="auto"`` (the default): the library's best measured configuration for the flow's kind, and ``steps``
+    is the number of network calls (``out.nfe == steps``, default 20); ``out.sampler``, ``out.steps`` and
+    ``out.options`` say what ran (:func:`bfn.sampling.auto.auto_config`: continuous and discretised ``h-solver`` with
+    ``h = 0.2``, ``order = 3`` from ``eta = 1e-4`` on the tuned log-SNR grid (discretised with ``final="denoise"``),
+    ``bfn-solver++2`` up to 6 calls;
+    discrete ``bfn-solver3`` on the tuned grid with ``final="denoise"``). Options given with ``"auto"`` override
+    its choices.
+
+    A named sampler makes ``steps`` steps (default 100); its network calls are ``SAMPLERS[name].nfe(steps, final)``.
 
     Samplers (:data:`~bfn.sampling.SAMPLERS`; formulas in each step function's docstring):
 
@@ -74,8 +95,10 @@ def sample(
 
     Options of the solvers (every sampler but ``bfn``):
 
-    * ``grid``: ``"uniform"`` in ``t`` (the paper's), ``"logsnr"`` (uniform in ``lambda``) or an explicit decreasing
-      tensor of solver times (it must end at 0 for ``final="denoise"``).
+    * ``grid``: ``"uniform"`` in ``t`` (the paper's), ``"logsnr"`` (uniform in ``lambda``), ``"tuned"`` (continuous:
+      ``lambda`` a power 0.6 of the step index, denser at high signal-to-noise; discrete: uniform in ``t``; see
+      :func:`bfn.sampling.auto.tuned_grid`) or an explicit decreasing tensor of solver times (it must end at 0 for
+      ``final="denoise"``).
     * ``eta``: the grid runs from ``t = 1 - eta``; default 0.01 (continuous, discretised) and 0.001 (discrete),
       the BFN-Solver protocol values.
     * ``init``: ``"zero"`` (default; ``N(0, sigma_{1-eta}^2 I)``, BFN-Solver ``zero_mean_and_std``), ``"moment"``
@@ -98,6 +121,10 @@ def sample(
     comes from ``generator`` (which must live on the model's device), so a fixed generator reproduces the samples.
     Every option is checked, with a ``ValueError`` naming the valid choices, before the first network call.
     """
+    if isinstance(sampler, str) and sampler == AUTO:
+        sampler, steps, options = resolve_auto(model.flow.kind, AUTO_NFE if steps is None else steps, options)
+    elif steps is None:
+        steps = DEFAULT_STEPS
     spec = get_sampler(sampler, model.flow.kind)
     opts = resolve_options(sampler, spec, model.flow.kind, options)
     _check_positive_int(num_samples, "num_samples")
@@ -105,7 +132,7 @@ def sample(
     device, dtype = model.device, model.state_dtype()
     _check_generator(generator, device)
     flow = model.flow
-    grid = _grid(spec, steps, opts, flow.sde)
+    grid = _grid(spec, steps, opts, flow.sde, flow.kind)
     record_predictions = opts["callback"] is not None or opts["trajectory"]
     ctx = StepContext.build(model, generator, _data_prediction(flow, opts.get("clip")), record_predictions)
     state = _initial_state(spec, model, num_samples, grid, opts, generator, dtype, device)
@@ -127,6 +154,9 @@ def sample(
         state=state.x,
         t=state.t,
         trajectory=record.trajectory if opts["trajectory"] else None,
+        sampler=sampler,
+        steps=steps,
+        options={k: v for k, v in options.items() if k != "callback"},
     )
 
 
@@ -163,11 +193,17 @@ def _check_generator(generator: torch.Generator | None, device: torch.device) ->
         )
 
 
-def _grid(spec: SamplerSpec, steps: int, opts: Mapping[str, Any], sde: LinearSDE) -> Tensor:
-    """Solver times of the run: ``t_i = 1 - i/n`` for the original sampler, else :func:`bfn.time.time_grid`."""
+def _grid(
+    spec: SamplerSpec, steps: int, opts: Mapping[str, Any], sde: LinearSDE, kind: FlowKind = "continuous"
+) -> Tensor:
+    """Solver times of the run: ``t_i = 1 - i/n`` for the original sampler, else :func:`bfn.time.time_grid`
+    (``grid="tuned"``: :func:`bfn.sampling.auto.tuned_grid` for ``kind``)."""
     if spec.prior_start:
         return flip_clock(torch.arange(steps + 1, dtype=torch.float64) / steps)
-    grid = time_grid(steps, opts["eta"], opts["grid"], sde)
+    if isinstance(opts["grid"], str) and opts["grid"] == "tuned":
+        grid = tuned_grid(kind, steps, opts["eta"], sde)
+    else:
+        grid = time_grid(steps, opts["eta"], opts["grid"], sde)
     if grid[0] >= 1:
         raise ValueError("the solvers start below t = 1 (the prior end is singular); give a grid with t_0 < 1")
     if opts["final"] == "denoise" and grid[-1] != 0:

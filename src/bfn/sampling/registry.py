@@ -18,7 +18,7 @@ from bfn.time import DEFAULT_ETA
 
 FinalRule = Literal["drop", "denoise"]
 InitRule = Literal["zero", "moment"]
-GridRule = Literal["uniform", "logsnr"]
+GridRule = Literal["uniform", "logsnr", "tuned"]
 
 
 class SamplerOptions(TypedDict, total=False):
@@ -333,7 +333,7 @@ def _check_statistic(value: Any, name: str) -> None:
 
 
 _CHECKS: dict[str, Callable[[Any, str], None]] = {
-    "grid": _check_choice(("uniform", "logsnr"), allow_tensor=True),
+    "grid": _check_choice(("uniform", "logsnr", "tuned"), allow_tensor=True),
     "eta": _check_eta,
     "init": _check_choice(("zero", "moment"), allow_tensor=True),
     "final": _check_choice(("drop", "denoise")),
