@@ -19,6 +19,7 @@ from bfn.checkpoint import (
     load_checkpoint,
     load_safetensors,
     load_torch,
+    manifest_checksum,
     save_checkpoint,
     verify_checkpoint,
 )
@@ -60,6 +61,7 @@ def _rehash(folder: Path, name: str) -> None:
     state = json.loads((folder / "state.json").read_text())
     data = (folder / name).read_bytes()
     state["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    state["checksum"] = manifest_checksum(state)
     (folder / "state.json").write_text(json.dumps(state))
 
 
@@ -147,7 +149,12 @@ def test_checkpoint_round_trip_and_layout(tmp_path: Path) -> None:
 def test_a_new_checkpoint_replaces_the_old_one(tmp_path: Path) -> None:
     _write_checkpoint(tmp_path, step=1, seed=1)
     model = _write_checkpoint(tmp_path, step=2, seed=2)
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint"]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "checkpoint.old"]  # the previous generation is kept
+    assert verify_checkpoint(tmp_path / "checkpoint.old")["step"] == 1
+    _write_checkpoint(tmp_path, step=3, seed=3)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "checkpoint.old"]  # but only one
+    assert verify_checkpoint(tmp_path / "checkpoint.old")["step"] == 2
+    _write_checkpoint(tmp_path, step=2, seed=2)
     ckpt = load_checkpoint(tmp_path)
     assert ckpt.step == 2
     assert all(torch.equal(ckpt.model[k], v) for k, v in model.net.state_dict().items())
@@ -240,3 +247,87 @@ def test_atomic_write_leaves_no_temporary_file(tmp_path: Path) -> None:
 def test_load_safetensors_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         load_safetensors(tmp_path / "nope.safetensors")
+
+
+# ----------------------------------------------------------------------------------- previous generation
+def test_a_corrupted_newest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    old = _write_checkpoint(tmp_path, step=1, seed=1)
+    _write_checkpoint(tmp_path, step=2, seed=2)
+    path = tmp_path / "checkpoint" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match=r"model\.safetensors.*falling back to the previous checkpoint.*step 1"):
+        ckpt = load_checkpoint(tmp_path)
+    assert ckpt.step == 1 and ckpt.path == tmp_path / "checkpoint.old"
+    assert all(torch.equal(ckpt.model[k], v) for k, v in old.net.state_dict().items())
+    old_ema = path.parent.parent / "checkpoint.old" / "ema.safetensors"
+    old_ema.write_bytes(b"")  # both broken: the newest one's error
+    with pytest.raises(CheckpointError, match=r"checkpoint/model\.safetensors"):
+        load_checkpoint(tmp_path)
+
+
+def test_from_pretrained_falls_back_to_the_previous_generation(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(SPEC))
+    old = _write_checkpoint(tmp_path, step=1, seed=1)
+    _write_checkpoint(tmp_path, step=2, seed=2)
+    (tmp_path / "checkpoint" / "state.json").write_text("{")
+    with pytest.warns(RuntimeWarning, match="previous checkpoint"):
+        model = BFN.from_pretrained(tmp_path, ema=False)
+    assert torch.equal(_outputs(model), _outputs(old))
+
+
+# ------------------------------------------------------------------------------------- manifest safety
+def _edit_state(folder: Path, rehash: bool = True, **changes) -> None:
+    state = json.loads((folder / "state.json").read_text())
+    state.update(changes)
+    if rehash:
+        state["checksum"] = manifest_checksum(state)
+    (folder / "state.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("name", ["../../etc/hostname", "/etc/hostname", "sub/model.safetensors", "..", ""])
+def test_manifest_file_names_stay_inside_the_checkpoint_folder(tmp_path: Path, name: str, monkeypatch) -> None:
+    _write_checkpoint(tmp_path)
+    folder = tmp_path / "checkpoint"
+    state = json.loads((folder / "state.json").read_text())
+    files = {**state["files"], name: {"bytes": 3, "sha256": "0" * 64}}
+    _edit_state(folder, files=files)
+    opened: list[str] = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    with pytest.raises(CheckpointError, match="not a plain name inside the checkpoint folder"):
+        verify_checkpoint(folder)
+    assert not any("hostname" in path for path in opened)
+
+
+def test_manifest_must_list_every_file(tmp_path: Path) -> None:
+    _write_checkpoint(tmp_path)
+    folder = tmp_path / "checkpoint"
+    files = json.loads((folder / "state.json").read_text())["files"]
+    del files["model.safetensors"]  # a manifest without the weights would let any weights load
+    _edit_state(folder, files=files)
+    with pytest.raises(CheckpointError, match=r"does not list model\.safetensors"):
+        verify_checkpoint(folder)
+
+
+def test_an_edited_manifest_is_refused(tmp_path: Path) -> None:
+    _write_checkpoint(tmp_path, step=7)
+    folder = tmp_path / "checkpoint"
+    _edit_state(folder, rehash=False, step=8)
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("step", [-5, True, 2.5, "7", None])
+def test_invalid_steps_in_a_consistent_manifest_are_refused(tmp_path: Path, step) -> None:
+    _write_checkpoint(tmp_path)
+    _edit_state(tmp_path / "checkpoint", step=step)
+    with pytest.raises(CheckpointError, match="step"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("elapsed", [-1.0, "1", True])
+def test_invalid_elapsed_time_is_refused(tmp_path: Path, elapsed) -> None:
+    _write_checkpoint(tmp_path)
+    _edit_state(tmp_path / "checkpoint", elapsed=elapsed)
+    with pytest.raises(CheckpointError, match="elapsed"):
+        load_checkpoint(tmp_path)

@@ -91,7 +91,7 @@ def _dry_run(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
     capsys.readouterr()
     assert main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    return json.loads(out[out.index("{") :])
+    return json.loads(out)  # pure JSON, no title line
 
 
 @pytest.mark.parametrize(
@@ -125,9 +125,9 @@ def test_train_resume_keeps_the_stored_options(runs: dict[str, Path], capsys) ->
 
 
 def test_train_errors_are_reported_not_raised(tmp_path: Path, capsys) -> None:
-    assert main(["train", "--data", "nope", "--out", str(tmp_path)]) == 1
+    assert main(["train", "--data", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown data set" in capsys.readouterr().err
-    assert main(["train", "--resume", "--out", str(tmp_path / "missing")]) == 1
+    assert main(["train", "--resume", "--out", str(tmp_path / "missing")]) == 2
     assert "not a training run folder" in capsys.readouterr().err
 
 
@@ -178,7 +178,7 @@ def test_sample_outputs_and_options(runs, tmp_path: Path, capsys) -> None:
     assert (tmp_path / "p.png").is_file()
     settings = _dry_run(["sample", str(runs["discrete"]), "--sampler", "bfn", "--option", "categorical=false"], capsys)
     assert settings["options"] == {"categorical": False} and settings["weights"] == "ema"
-    assert main(["sample", str(runs["discrete"]), "--sampler", "bfn-solver++2", "--out", str(tmp_path / "x")]) == 1
+    assert main(["sample", str(runs["discrete"]), "--sampler", "bfn-solver++2", "--out", str(tmp_path / "x")]) == 2
     assert "samplers for discrete data" in capsys.readouterr().err
 
 

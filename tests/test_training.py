@@ -152,7 +152,7 @@ def test_train_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert result.step == 20 and len(result.losses) == 20 and result.interrupted is None
     assert all(torch.isfinite(torch.tensor(result.losses)))
     assert [s.step for s in seen] == list(range(1, 21))
-    assert sorted(os.listdir(run)) == ["checkpoint", "config.json", "log.csv", "loss.png"]
+    assert sorted(os.listdir(run)) == ["checkpoint", "checkpoint.old", "config.json", "log.csv", "loss.png"]
     stored = json.loads((run / "config.json").read_text())
     assert stored["flow"]["kind"] == "continuous" and stored["data_shape"] == [2]
     assert load_run_config(run) == tiny(run).resolved()

@@ -34,6 +34,7 @@ NFE                 network function evaluations                                
 """
 
 from bfn import likelihood, sampling
+from bfn._checks import MissingExtraError, NonFiniteError
 from bfn.flows import ContinuousFlow, DiscreteFlow, DiscretisedFlow, Flow
 from bfn.model import BFN, bits_per_dim
 from bfn.sampling import SAMPLERS, SampleOutput
@@ -48,6 +49,8 @@ __all__ = [
     "DiscreteFlow",
     "DiscretisedFlow",
     "Flow",
+    "MissingExtraError",
+    "NonFiniteError",
     "SampleOutput",
     "__version__",
     "bits_per_dim",

@@ -12,13 +12,18 @@ Two folder layouts share one ``config.json``:
       checkpoint/ema.safetensors     EMA weights
       checkpoint/optimizer.pt        optimizer (and grad-scaler) state: plain tensors, numbers, lists and dicts
       checkpoint/rng.pt              random-generator states (torch default per rank, the loss-noise generator)
-      checkpoint/state.json          step, elapsed time, and the size and sha256 of every file above
+      checkpoint/state.json          step, elapsed time, the size and sha256 of every file above, and the
+                                     sha256 of state.json's own other entries ("checksum")
+      checkpoint.old/                the previous checkpoint generation (same layout)
 
 Atomicity: a checkpoint is written file by file into ``checkpoint.tmp/`` (each file fsynced, ``state.json`` last),
-then swapped in by renames (``checkpoint`` -> ``checkpoint.old``, ``checkpoint.tmp`` -> ``checkpoint``), and the
-old copy is removed. A crash at any point leaves a complete checkpoint: ``checkpoint/`` if it exists, otherwise the
-complete ``checkpoint.tmp/`` (crash between the two renames) or ``checkpoint.old/``. Loading checks every file
-against the size and sha256 recorded in ``state.json``, so files of different steps are never mixed.
+then swapped in by renames (``checkpoint`` -> ``checkpoint.old``, ``checkpoint.tmp`` -> ``checkpoint``); the
+previous generation stays in ``checkpoint.old/`` until the next save. A crash at any point leaves a complete
+checkpoint: ``checkpoint/`` if it exists, otherwise the complete ``checkpoint.tmp/`` (crash between the two renames)
+or ``checkpoint.old/``. Loading checks every file against the size and sha256 recorded in ``state.json`` (and
+``state.json`` against its own checksum), so files of different steps are never mixed; when the newest checkpoint
+fails that check, loading falls back to the previous generation with a warning. The manifest may name only plain
+file names inside the checkpoint folder, and must list all four files.
 
 Safety: weights are read with ``safetensors``; ``.pt`` files with ``torch.load(weights_only=True)``, which refuses
 any pickle that would import or call code. Unreadable, truncated or unsafe files raise :class:`CheckpointError`
@@ -32,6 +37,7 @@ import io
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +63,13 @@ __all__ = [
     "load_pretrained",
     "load_safetensors",
     "load_torch",
+    "manifest_checksum",
     "model_config",
     "read_config",
     "save_checkpoint",
     "save_pretrained",
+    "verified_checkpoint",
+    "verify_checkpoint",
 ]
 
 CONFIG_FILE = "config.json"
@@ -69,6 +78,8 @@ EMA_FILE = "ema.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng.pt"
 STATE_FILE = "state.json"
+CHECKPOINT_FILES = (MODEL_FILE, EMA_FILE, OPTIMIZER_FILE, RNG_FILE)
+"""The files every checkpoint's manifest (``state.json``) must list."""
 CHECKPOINT_DIR = "checkpoint"
 FORMAT_VERSION = 1
 
@@ -273,9 +284,10 @@ def load_pretrained(folder: str | os.PathLike[str], map_location: str | torch.de
     folder = Path(folder)
     config = read_config(folder)
     checkpoint = find_checkpoint(folder)
-    if checkpoint is not None:
-        verify_checkpoint(checkpoint)
     path = _weights_file(folder, ema)
+    if checkpoint is not None and path.parent == checkpoint:
+        checkpoint, _ = verified_checkpoint(folder)
+        path = checkpoint / path.name
     model = build_model(config)
     _load_net_state(model.net, load_safetensors(path), path)
     return model.to(map_location).eval()
@@ -338,13 +350,38 @@ def find_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     return None
 
 
+def manifest_checksum(state: Mapping[str, Any]) -> str:
+    """sha256 of a checkpoint manifest's entries other than ``"checksum"`` (canonical JSON, sorted keys)."""
+    body = {k: v for k, v in state.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _check_manifest(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The ``files`` of a manifest, after checking its checksum, step and file names (plain names, all four)."""
+    if state.get("checksum") != manifest_checksum(state):
+        raise CheckpointError(f"{path}: checksum mismatch: the manifest was edited or corrupted")
+    files, step = state.get("files"), state.get("step")
+    if not isinstance(files, dict) or isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: missing or invalid 'step' or 'files'; not a bfn checkpoint")
+    elapsed = state.get("elapsed", 0.0)
+    if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not 0 <= elapsed < float("inf"):
+        raise CheckpointError(f"{path}: 'elapsed' must be a finite number of seconds >= 0, got {elapsed!r}")
+    for name, record in files.items():
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise CheckpointError(f"{path}: file name {name!r} is not a plain name inside the checkpoint folder")
+        if not isinstance(record, dict) or not isinstance(record.get("bytes"), int):
+            raise CheckpointError(f"{path}: entry of {name!r} must hold 'bytes' and 'sha256'")
+    missing = [name for name in CHECKPOINT_FILES if name not in files]
+    if missing:
+        raise CheckpointError(f"{path}: the manifest does not list {', '.join(missing)}; not a complete checkpoint")
+    return files
+
+
 def verify_checkpoint(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """Check every file of a checkpoint against the size and sha256 in its ``state.json``; returns the state."""
     folder = Path(folder)
     state = _read_json(folder / STATE_FILE)
-    files = state.get("files")
-    if not isinstance(files, dict) or not isinstance(state.get("step"), int):
-        raise CheckpointError(f"{folder / STATE_FILE}: missing 'step' or 'files'; not a bfn checkpoint")
+    files = _check_manifest(state, folder / STATE_FILE)
     for name, record in files.items():
         path = folder / name
         if not path.is_file():
@@ -392,30 +429,53 @@ def save_checkpoint(
     for name, blob in blobs.items():
         atomic_write_bytes(tmp / name, blob)
         files[name] = {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
-    atomic_write_json(tmp / STATE_FILE, {"step": step, "files": files, **(extra or {})})  # the step marker: last
-    if old.exists():
-        shutil.rmtree(old)
+    state = {**(extra or {}), "step": step, "files": files}
+    state["checksum"] = manifest_checksum(state)
+    atomic_write_json(tmp / STATE_FILE, state)  # the step marker: last
+    if current.exists() and old.exists():
+        shutil.rmtree(old)  # the generation before the previous one
     if current.exists():
         os.rename(current, old)
     os.rename(tmp, current)
     _fsync_dir(run_dir)
-    if old.exists():
-        shutil.rmtree(old)
     return current
 
 
-def load_checkpoint(run_dir: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Load and verify the latest checkpoint of a run folder; :class:`CheckpointError` if there is none."""
+def verified_checkpoint(run_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    """The folder and manifest of the newest checkpoint of a run that passes :func:`verify_checkpoint`.
+
+    When the newest fails (truncated, corrupted, edited), the previous generation ``checkpoint.old/`` is used
+    instead, with a warning naming both; when neither verifies, the newest one's error is raised.
+    """
     run_dir = Path(run_dir)
     folder = find_checkpoint(run_dir)
     if folder is None:
         raise CheckpointError(f"{run_dir}: no checkpoint found (expected {run_dir / CHECKPOINT_DIR})")
-    state = verify_checkpoint(folder)
+    try:
+        return folder, verify_checkpoint(folder)
+    except CheckpointError as err:
+        previous = run_dir / (CHECKPOINT_DIR + ".old")
+        if previous == folder or not previous.is_dir() or not _is_complete(previous):
+            raise
+        state = verify_checkpoint(previous)
+        warnings.warn(
+            f"{err}; falling back to the previous checkpoint {previous} (step {state['step']})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return previous, state
+
+
+def load_checkpoint(run_dir: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load and verify the latest checkpoint of a run folder; :class:`CheckpointError` if there is none."""
+    folder, state = verified_checkpoint(run_dir)
     optimizer = load_torch(folder / OPTIMIZER_FILE, map_location)
     rng = load_torch(folder / RNG_FILE, "cpu")
     for what, value in ((folder / OPTIMIZER_FILE, optimizer), (folder / RNG_FILE, rng)):
         if not isinstance(value, dict):
             raise CheckpointError(f"{what}: expected a dict, got {type(value).__name__}")
+    if not isinstance(optimizer.get("optimizer"), dict):
+        raise CheckpointError(f"{folder / OPTIMIZER_FILE}: no 'optimizer' state dict")
     return Checkpoint(
         path=folder,
         step=int(state["step"]),

@@ -23,7 +23,7 @@ EXAMPLES = """examples:
   bfn train --data digits --flow discretised --steps 4000 --out runs/digits
   bfn train --data toy:two_moons --flow continuous --steps 3000 --out runs/moons
   bfn train --resume --out runs/digits --steps 8000
-  torchrun --nproc_per_node=2 -m bfn train --data digits --batch-size 64 --out runs/ddp
+  torchrun --standalone --nproc_per_node=2 -m bfn train --data digits --batch-size 64 --out runs/ddp
   bfn sample runs/digits --steps 10 --num 64 --out samples.png      # sampler auto: 10 network calls
   bfn eval runs/digits --samplers bfn,bfn-solver++2 --nfe 5,10,20
 """
@@ -77,9 +77,37 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _print_json(title: str, values: dict[str, Any]) -> None:
+def _print_json(title: str, values: dict[str, Any], dry_run: bool = False) -> None:
+    """The resolved settings: pure JSON on stdout for ``--dry-run`` (machine-readable), else under a title line."""
     if _is_main_process():
-        print(f"{title}:\n{json.dumps(values, indent=2, default=str)}", flush=True)
+        text = json.dumps(values, indent=2, default=str)
+        print(text if dry_run else f"{title}:\n{text}", flush=True)
+
+
+def _check_count(value: int | None, flag: str, minimum: int = 1) -> None:
+    """An integer flag's range (argparse has checked that it is an integer)."""
+    if value is not None and value < minimum:
+        raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+
+
+SAMPLE_SUFFIXES = (".png", ".txt", ".pt")
+
+
+def _check_sample_out(out: Path, config: dict[str, Any], text: bool) -> None:
+    """``bfn sample --out``: a supported suffix that fits the data, and not an existing folder."""
+    from bfn.training import natural_suffix
+
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name such as {out / 'samples.png'}")
+    suffix = out.suffix.lower()
+    if not suffix:
+        return
+    if suffix not in SAMPLE_SUFFIXES:
+        raise ValueError(f"--out {out}: unsupported suffix {out.suffix!r}; supported: {', '.join(SAMPLE_SUFFIXES)}")
+    natural = natural_suffix(config["flow"]["kind"], tuple(config["data_shape"]), text)
+    if suffix not in (".pt", natural):
+        what = {".png": "images or 2-D points", ".txt": "text", ".pt": "tensors"}[natural]
+        raise ValueError(f"--out {out}: these samples are {what}; write them as {natural} or .pt, not {suffix}")
 
 
 # ================================================================================================== parser
@@ -155,6 +183,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="continue the run in --out from its latest checkpoint (unset options keep their stored "
         "values; only --steps, --val-every, --val-examples, --ckpt-every, --device may change)",
     )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what --out holds (a run of other settings, or a saved model) instead of refusing",
+    )
     run.add_argument("--val-every", type=int, help="validate every N steps and at the end; 0: end only (default 500)")
     run.add_argument("--val-examples", type=int, help="validation examples per evaluation (default 512)")
     run.add_argument("--ckpt-every", type=int, help="checkpoint every N steps; 0: end and signals only (default 500)")
@@ -208,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (the best measured configuration for the run's data kind; --steps counts network calls) or a "
         "sampler name from bfn.sampling.SAMPLERS (default auto)",
     )
-    sample.add_argument("--steps", type=int, default=10, help="solver steps; network calls for auto (default 10)")
+    sample.add_argument("--steps", type=int, help="solver steps; network calls for auto (default 10)")
     sample.add_argument("--nfe", type=int, help="instead of --steps: the most steps within this many network calls")
     sample.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
     sample.add_argument("--h", type=float, help="h-solver: noise-variance multiplier (0 ODE, 1 reverse SDE)")
@@ -315,7 +348,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
 
     changes = {field: getattr(args, name) for name, field in TRAIN_FIELDS.items() if getattr(args, name) is not None}
     if args.grad_clip is not None:
-        changes["grad_clip"] = args.grad_clip if args.grad_clip > 0 else None
+        changes["grad_clip"] = None if args.grad_clip == 0 else args.grad_clip  # NaN / negative: refused later
     if args.net_option:
         changes["net_options"] = _key_values(args.net_option, "--net-option")
     if args.data_option:
@@ -325,9 +358,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
             raise ValueError("--resume needs --out RUN_FOLDER")
         base = load_run_config(args.out)
     elif args.config is not None:
-        stored = json.loads(args.config.read_text())
-        base = TrainConfig.from_dict(stored.get("train", stored))
-        base = base.replace(resume=False)
+        base = _config_file(args.config).replace(resume=False)
     else:
         base = TrainConfig()
     if "net" in changes and "net_options" not in changes:
@@ -336,20 +367,62 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
     if args.out is None and not args.resume and args.config is None:
         safe = config.data.replace(":", "-").replace("/", "_")
         config = config.replace(out=str(Path("runs") / f"{safe}-{config.flow}"))
+    _check_flow_flags(args, config.flow)
     return config.resolved()
+
+
+#: flow options of ``bfn train`` and the flows they apply to
+FLOW_FLAGS = {
+    "sigma_1": ("--sigma-1", ("continuous", "discretised")),
+    "num_bins": ("--num-bins", ("discretised",)),
+    "beta_1": ("--beta-1", ("discrete",)),
+    "binarize": ("--binarize", ("discrete",)),
+}
+
+
+def _check_flow_flags(args: argparse.Namespace, flow: str) -> None:
+    """Refuse flow options given on the command line that the chosen flow would ignore."""
+    for name, (flag, flows) in FLOW_FLAGS.items():
+        if getattr(args, name) is not None and flow not in flows:
+            raise ValueError(f"{flag} applies to the {' and '.join(flows)} flow(s), not to --flow {flow}")
+
+
+def _config_file(path: Path) -> Any:
+    """The :class:`~bfn.training.TrainConfig` of a ``--config`` file (a run's config.json or a TrainConfig dict)."""
+    from bfn.training import TrainConfig
+
+    try:
+        stored = json.loads(path.read_text())
+    except OSError as err:
+        raise ValueError(f"--config {path}: cannot read it ({err.strerror or err})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"--config {path}: not valid JSON ({err})") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("train", stored), dict):
+        raise ValueError(
+            f"--config {path}: expected a JSON object (a run's config.json or a TrainConfig dict), "
+            f"got a JSON {type(stored).__name__}"
+        )
+    try:
+        return TrainConfig.from_dict(stored.get("train", stored))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--config {path}: {err}") from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``bfn train``."""
-    from bfn.training import train
+    from bfn.training import check_run_config, data_description, nll_unit, train
 
+    if args.overwrite and args.resume:
+        raise ValueError("--overwrite and --resume exclude each other (--resume continues the run in --out)")
     config = train_config_from_args(args)
-    _print_json("resolved training config", config.to_dict())
+    check_run_config(config)
+    _print_json("resolved training config", config.to_dict(), args.dry_run)
     if args.dry_run:
         return 0
-    result = train(config)
+    result = train(config, overwrite=args.overwrite)
     if _is_main_process():
-        val = f", validation {result.val_bpd:.4f} bits/dim" if result.val_bpd is not None else ""
+        unit = nll_unit(data_description(result.run_dir))
+        val = f", validation {result.val_bpd:.4f} {unit}" if result.val_bpd is not None else ""
         print(f"done: {result.step} steps in {result.elapsed:.1f} s{val}; run folder {result.run_dir}")
     if result.interrupted:
         return 128 + int(getattr(signal, result.interrupted))
@@ -371,12 +444,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from bfn import BFN
     from bfn.checkpoint import read_config
-    from bfn.training import data_description, derive_seed, is_text, steps_for_nfe, write_samples
+    from bfn.sampling import get_sampler
+    from bfn.sampling.auto import AUTO, resolve_auto
+    from bfn.sampling.registry import resolve_options
+    from bfn.training import _pick_device, data_description, derive_seed, is_text, steps_for_nfe, write_samples
 
     config = read_config(args.run)
     kind = config["flow"]["kind"]
     options = _sampler_options(args)
-    steps = steps_for_nfe(args.sampler, kind, args.nfe, **options) if args.nfe is not None else args.steps
+    if args.nfe is not None and args.steps is not None:
+        raise ValueError("give --steps or --nfe, not both (--nfe picks the most steps within that many calls)")
+    _check_count(args.steps, "--steps")
+    _check_count(args.nfe, "--nfe")
+    _check_count(args.num, "--num")
+    name, checked = args.sampler, options
+    if args.sampler == AUTO:  # check the configuration auto resolves to
+        name, _, checked = resolve_auto(kind, args.nfe or args.steps or 10, options)
+    resolve_options(name, get_sampler(name, kind), kind, checked)  # every option, before work
+    _check_sample_out(args.out, config, is_text(data_description(args.run)))
+    device = _pick_device(args.device, 0)
+    steps = steps_for_nfe(args.sampler, kind, args.nfe, **options) if args.nfe is not None else (args.steps or 10)
     settings = {
         "run": str(args.run),
         "sampler": args.sampler,
@@ -387,14 +474,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "weights": "raw" if args.raw else "ema",
         "out": str(args.out),
     }
-    _print_json("resolved sampling settings", settings)
+    _print_json("resolved sampling settings", settings, args.dry_run)
     if args.dry_run:
         return 0
-    from bfn.training import _pick_device
-
-    model = BFN.from_pretrained(args.run, map_location=_pick_device(args.device, 0), ema=not args.raw)
+    model = BFN.from_pretrained(args.run, map_location=device, ema=not args.raw)
     generator = torch.Generator(device=model.device).manual_seed(derive_seed(args.seed, "cli-sample"))
-    out = model.sample(args.num, sampler=args.sampler, steps=steps, generator=generator, **options)
+    from tqdm import tqdm
+
+    with tqdm(total=steps, unit="step", desc=args.sampler, leave=False, disable=not sys.stderr.isatty()) as bar:
+        progress = {"callback": lambda info: bar.update(1)} if not bar.disable else {}
+        out = model.sample(args.num, sampler=args.sampler, steps=steps, generator=generator, **options, **progress)
     info = data_description(args.run)
     path = write_samples(
         out.samples,
@@ -412,8 +501,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``bfn eval``."""
-    from bfn.training import evaluate_run
+    from bfn.sampling import get_sampler
+    from bfn.training import _pick_device, data_description, load_run_config, require_metric
 
+    _check_count(args.max_examples, "--max-examples")
+    _check_count(args.num_samples, "--num-samples")
+    for budget in args.nfe:
+        _check_count(budget, "--nfe")
+    if not args.nfe:
+        raise ValueError("--nfe needs at least one budget, e.g. --nfe 5,10,20")
+    train_config = load_run_config(args.run)  # a training run folder, before any work
+    for name in args.samplers:
+        get_sampler(name, train_config.flow)  # type: ignore[arg-type]
+    if args.samplers:
+        require_metric(train_config.data, data_description(args.run))
+    _pick_device(args.device, 0)
     settings = {
         "run": str(args.run),
         "split": args.split,
@@ -426,9 +528,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "weights": "raw" if args.raw else "ema",
         "out": str(args.out or args.run),
     }
-    _print_json("resolved evaluation settings", settings)
+    _print_json("resolved evaluation settings", settings, args.dry_run)
     if args.dry_run:
         return 0
+    from bfn.training import evaluate_run
+
     report = evaluate_run(
         args.run,
         split=args.split,
@@ -453,8 +557,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``bfn demo``."""
-    from bfn.training import DEMO_STEPS, demo_config, run_demo
+    from bfn.training import DEMO_STEPS, check_run_config, demo_config, require_metric, run_demo
 
+    _check_count(args.steps, "--steps")
+    _check_count(args.nfe, "--nfe")
+    _check_count(args.num, "--num")
+    _check_count(args.metric_samples, "--metric-samples", minimum=0)
     changes: dict[str, Any] = {"device": args.device, "progress": args.progress}
     steps = args.steps if args.steps is not None else DEMO_STEPS
     num, metric_samples = args.num, args.metric_samples
@@ -463,7 +571,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         changes.update(net_options={"hidden": 32, "depth": 1}, batch_size=32, val_examples=32)
         num, metric_samples = min(num, 16), 0
     config = demo_config(args.out, steps=steps, seed=args.seed, **changes).resolved()
-    _print_json("resolved demo config", config.to_dict())
+    check_run_config(config)
+    if metric_samples:
+        require_metric(config.data, {})  # FID needs torchmetrics: fail now, not after training
+    _print_json("resolved demo config", config.to_dict(), args.dry_run)
     if args.dry_run:
         return 0
     if args.threads is None:  # a tiny model: one thread is as fast, and immune to oversubscribed cores
@@ -482,21 +593,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}
 
 
+def _one_line(err: BaseException) -> str:
+    """An exception as one line: its message with newlines folded (file errors keep the file name)."""
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in str(err.strerror):
+        text = f"{err.filename}: {err.strerror or err}"
+    else:
+        text = str(err)
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bfn`` console script; returns the exit status."""
+    from bfn._checks import MissingExtraError, NonFiniteError
     from bfn.checkpoint import CheckpointError
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
+        if args.threads is not None:
+            import torch
+
+            _check_count(args.threads, "--threads")
+            torch.set_num_threads(args.threads)
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
-        print(f"bfn {args.command}: error: {err}", file=sys.stderr)
+    except NonFiniteError as err:  # a run that diverged: not bad input
+        print(f"bfn {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except (ValueError, CheckpointError, MissingExtraError, FileNotFoundError, IsADirectoryError) as err:
+        print(f"bfn {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except (NotADirectoryError, PermissionError) as err:
+        print(f"bfn {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"bfn {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -10,6 +10,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from bfn._checks import (
+    MAX_REPEATS,
+    MAX_STEPS,
+    check_batch,
+    check_data_shape,
+    check_dtype,
+    check_finite_output,
+    check_generator,
+    check_int,
+    check_real,
+)
 from bfn.flows.base import Flow, as_f64
 from bfn.time import flip_clock
 
@@ -43,11 +54,12 @@ class BFN(nn.Module):
         self, net: nn.Module, flow: Flow, data_shape: tuple[int, ...] | int, dtype: torch.dtype | None = None
     ) -> None:
         super().__init__()
+        if net is None or not callable(net):
+            raise ValueError(f"net must be an nn.Module or a callable net(params, tau), got {type(net).__name__}")
         if not isinstance(flow, Flow):
             raise ValueError(f"flow must be a bfn Flow (ContinuousFlow, ...), got {type(flow).__name__}")
-        shape = (data_shape,) if isinstance(data_shape, int) else tuple(int(d) for d in data_shape)
-        if not shape or any(d < 1 for d in shape):
-            raise ValueError(f"data_shape must be a non-empty tuple of positive sizes, got {data_shape!r}")
+        shape = check_data_shape(data_shape)
+        dtype = check_dtype(dtype)
         self.net = net
         self.flow = flow
         self.data_shape = shape
@@ -98,6 +110,7 @@ class BFN(nn.Module):
         if not isinstance(out, Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(f"network returned shape {got}; expected {expected} for {type(self.flow).__name__}")
+        check_finite_output(out, f"network output ({type(self.net).__name__}, {type(self.flow).__name__})")
         return out
 
     def denoise(self, state: Tensor, t: Tensor | float) -> Tensor:
@@ -105,13 +118,17 @@ class BFN(nn.Module):
         tau = flip_clock(as_f64(t, state.device))
         return self.flow.data_prediction(self.call_net(state, tau), state, tau)
 
-    def _check(self, x: Tensor) -> None:
+    def _check(self, x: Tensor) -> Tensor:
+        """Validate a data batch; discrete class indices of any integer dtype come back as ``torch.long``."""
+        check_batch(x, "x")
         self.flow.check_data(x, self.data_shape)
+        return x.long() if self.flow.kind == "discrete" and x.dtype != torch.long else x
 
     @staticmethod
-    def _check_steps(steps: int | None) -> None:
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise ValueError(f"steps must be an integer >= 1 (or None for continuous time), got {steps!r}")
+    def _check_steps(steps: int | None) -> int | None:
+        if steps is None:
+            return None
+        return check_int(steps, "steps", 1, MAX_STEPS)  # the n of the n-step loss; None: continuous time
 
     # ----------------------------------------------------------------------------------------------- losses
     def loss_per_example(
@@ -125,9 +142,13 @@ class BFN(nn.Module):
 
         Each example gets its own time: ``tau ~ U(0, 1)``, or ``i ~ U{1..n}`` and ``tau = (i - 1)/n``.
         """
-        self._check(x)
-        self._check_steps(steps)
+        x = self._check(x)
+        steps = self._check_steps(steps)
+        mc_samples = check_int(mc_samples, "mc_samples", 1, MAX_REPEATS)
+        check_generator(generator, x.device)
         batch, device = x.shape[0], x.device
+        if batch == 0:
+            return torch.zeros(0, dtype=self.state_dtype(x), device=device)
         dtype = self.state_dtype(x)
         u = torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
         if steps is None:
@@ -144,13 +165,18 @@ class BFN(nn.Module):
 
     def loss(self, x: Tensor, steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Training loss: ``L_inf`` (or ``L_n`` with ``steps=n``) in nats per data element, averaged over the batch."""
+        if isinstance(x, Tensor) and x.ndim >= 1 and x.shape[0] == 0:
+            raise ValueError("x is an empty batch (shape[0] == 0); the mean loss of no examples is undefined")
         return self.loss_per_example(x, steps, generator).mean() / self.num_dims
 
     forward = loss
 
     def reconstruction_loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``L_r(x) = -E log p_O(x | params, 1)``, one Monte-Carlo sample, nats per example ``(B,)``."""
-        self._check(x)
+        x = self._check(x)
+        check_generator(generator, x.device)
+        if x.shape[0] == 0:
+            return torch.zeros(0, dtype=self.state_dtype(x), device=x.device)
         tau = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
         state = self.flow.flow_state(x, tau, generator, dtype=self.state_dtype(x))
         return self.flow.reconstruction_loss(self.call_net(state, tau), x, state)
@@ -168,8 +194,11 @@ class BFN(nn.Module):
         An unbiased Monte-Carlo estimate; ``samples`` averages that many draws of the time (and flow) per example,
         ``mc_samples`` that many sender samples inside the n-step KL. Use :func:`bfn.bits_per_dim` to convert.
         """
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+        x = self._check(x)
+        steps = self._check_steps(steps)
+        samples = check_int(samples, "samples", 1, MAX_REPEATS)
+        mc_samples = check_int(mc_samples, "mc_samples", 1, MAX_REPEATS)
+        check_generator(generator, x.device)
         total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
         for _ in range(samples):
             loss = self.loss_per_example(x, steps, generator, mc_samples=mc_samples)
@@ -227,5 +256,7 @@ class BFN(nn.Module):
 
 def bits_per_dim(nll: Tensor | float, data_shape: tuple[int, ...] | int) -> Tensor | float:
     """Convert an NLL in nats per example to bits per data element (bits/dim, or bits/char for text)."""
-    dims = data_shape if isinstance(data_shape, int) else math.prod(data_shape)
+    dims = math.prod(check_data_shape(data_shape))
+    if not isinstance(nll, Tensor):
+        nll = check_real(nll, "nll", finite=False)
     return nll / (dims * math.log(2.0))

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
+from bfn._checks import MAX_STEPS, check_int, check_real
+
 if TYPE_CHECKING:
     from bfn.flows.base import LinearSDE
 
@@ -52,9 +54,10 @@ def time_grid(
             in ``[0, 1]``.
         sde: the linear SDE whose ``lam`` / ``t_of_lam`` define the log-SNR grid.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    steps = check_int(steps, "steps", 1, MAX_STEPS)
     if isinstance(grid, Tensor):
+        if not grid.is_floating_point():
+            raise ValueError(f"explicit grid must be a real floating tensor of solver times, got dtype {grid.dtype}")
         ts = grid.detach().to(dtype=torch.float64, device="cpu").flatten()
         if ts.numel() != steps + 1:
             raise ValueError(f"explicit grid must have steps + 1 = {steps + 1} points, got {ts.numel()}")
@@ -63,8 +66,7 @@ def time_grid(
         if not (ts[1:] < ts[:-1]).all():
             raise ValueError("explicit grid must be strictly decreasing in solver time t (from noise to data)")
         return ts
-    if not 0.0 < eta < 1.0:
-        raise ValueError(f"eta must lie in (0, 1), got {eta!r}")
+    eta = check_real(eta, "eta", 0.0, 1.0, low_open=True, high_open=True)
     if grid == "uniform":
         return (1.0 - eta) * torch.arange(steps, -1, -1, dtype=torch.float64) / steps
     if grid == "logsnr":

@@ -53,6 +53,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from bfn._checks import check_int, require_extra
+from bfn._runs import check_finite_step, check_resume_state, clear_run_folder, out_folder_problem
 from bfn.checkpoint import (
     CONFIG_FILE,
     CheckpointError,
@@ -92,6 +94,20 @@ LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "val_bpd", "time")
 RESUMABLE_FIELDS = frozenset(
     {"steps", "val_every", "val_examples", "ckpt_every", "device", "resume", "out", "progress", "num_workers"}
 )
+
+#: integer fields of TrainConfig with their (inclusive) ranges
+INTEGER_FIELDS: dict[str, tuple[int, int]] = {
+    "steps": (1, 10**9),
+    "batch_size": (1, 2**24),
+    "val_examples": (1, 10**9),
+    "warmup": (0, 10**9),
+    "val_every": (0, 10**9),
+    "ckpt_every": (0, 10**9),
+    "num_workers": (0, 1024),
+    "seed": (0, 2**63 - 1),
+    "seq_len": (1, 2**24),
+    "split_seed": (0, 2**63 - 1),
+}
 
 #: default network per data source (the part of the data name before ``:``)
 DEFAULT_NETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -219,20 +235,17 @@ class TrainConfig:
 
         if self.flow not in FLOWS:
             raise ValueError(f"flow must be one of {', '.join(FLOWS)}, got {self.flow!r}")
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "val_examples": self.val_examples}
-        for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("warmup", "val_every", "ckpt_every", "num_workers", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr!r}, {self.weight_decay!r}")
+        for name, (low, high) in INTEGER_FIELDS.items():
+            check_int(getattr(self, name), name, low, high)
+        if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf:
+            raise ValueError(
+                f"lr must be a finite number > 0 and weight_decay finite and >= 0, got {self.lr!r}, "
+                f"{self.weight_decay!r}"
+            )
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        if self.grad_clip is not None and not 0 < self.grad_clip < math.inf:
+            raise ValueError(f"grad_clip must be a finite number > 0 or None (no clipping), got {self.grad_clip!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
         if self.loss != "continuous" and (
@@ -245,6 +258,21 @@ class TrainConfig:
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.flow != "discrete" and self.binarize:
             raise ValueError("binarize applies to the discrete flow only")
+        self._validate_parts()
+
+    def _validate_parts(self) -> None:
+        """The flow's and the network's own checks, without building either (``ValueError`` naming the field)."""
+        from bfn.flows import ContinuousFlow, DiscreteFlow, DiscretisedFlow
+        from bfn.nets import check_net_options
+
+        if self.sigma_1 is not None and self.flow != "discrete":
+            ContinuousFlow(self.sigma_1)
+        if self.beta_1 is not None and self.flow == "discrete":
+            DiscreteFlow(2, self.beta_1)
+        if self.num_bins is not None and self.flow == "discretised":
+            DiscretisedFlow(self.num_bins)
+        if self.net is not None:
+            check_net_options(self.net, self.net_options or {})
 
     # ---------------------------------------------------------------------------------------------- defaults
     def resolved(self) -> TrainConfig:
@@ -383,7 +411,10 @@ class DistContext:
 def _pick_device(device: str, local_rank: int) -> torch.device:
     if device == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available")
@@ -441,23 +472,43 @@ def _batches(loader: DataLoader, sampler: GlobalBatchSampler, start_step: int) -
         epoch, index = epoch + 1, 0
 
 
-def load_bundle(config: TrainConfig) -> DataBundle:
-    """Load the data set of a (resolved) config."""
-    from bfn.data import load_dataset
-
+def _dataset_arguments(config: TrainConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(config.data_options)
     if config.flow == "discretised":
         kwargs["num_bins"] = config.num_bins
     if config.data_root is not None:
         kwargs["root"] = config.data_root
-    return load_dataset(
-        config.data,
-        config.flow,  # type: ignore[arg-type]
-        split_seed=config.split_seed,
-        seq_len=config.seq_len,
-        binarize=config.binarize,
-        **kwargs,
-    )
+    return {"split_seed": config.split_seed, "seq_len": config.seq_len, "binarize": config.binarize, **kwargs}
+
+
+def load_bundle(config: TrainConfig) -> DataBundle:
+    """Load the data set of a (resolved) config."""
+    from bfn.data import load_dataset
+
+    return load_dataset(config.data, config.flow, **_dataset_arguments(config))  # type: ignore[arg-type]
+
+
+def check_run_config(config: TrainConfig) -> None:
+    """What :func:`train` would refuse before any work, checked without loading data (``--dry-run``).
+
+    The data set name and options (:func:`bfn.data.check_dataset`), ``amp="fp16"`` without CUDA, and, for
+    ``resume``, that the run folder holds a compatible run and a checkpoint.
+    """
+    from bfn.data import check_dataset
+
+    config.validate()
+    check_dataset(config.data, config.flow, **_dataset_arguments(config))  # type: ignore[arg-type]
+    check_amp_device(config.amp, _pick_device(config.device, 0))
+    if config.resume:
+        _check_resumable(load_run_config(config.out), config.resolved())
+        if find_checkpoint(config.out) is None:
+            raise CheckpointError(f"{config.out}: no checkpoint found to resume from")
+
+
+def check_amp_device(amp: str, device: torch.device) -> None:
+    """fp16 autocast needs a CUDA device (its gradient scaler is CUDA-only here); bf16 works everywhere."""
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"amp='fp16' (--amp fp16) needs a CUDA device, not {device}; use bf16 (--amp bf16) on CPU")
 
 
 def model_spec(config: TrainConfig, bundle: DataBundle) -> dict[str, Any]:
@@ -607,8 +658,17 @@ def _truncate_log(path: Path, last_step: int) -> None:
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
-def plot_losses(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str]) -> Path:
-    """Plot the training loss (and validation bits/dim, if logged) of a ``log.csv`` into a PNG."""
+def nll_unit(info: Mapping[str, Any]) -> str:
+    """The unit of an NLL per data element for a data description: ``bits/char`` for text, else ``bits/dim``."""
+    return "bits/char" if is_text(info) else "bits/dim"
+
+
+#: without a progress bar (off a terminal), training prints a progress line at least this often (seconds)
+PROGRESS_SECONDS = 60.0
+
+
+def plot_losses(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], unit: str = "bits/dim") -> Path:
+    """Plot the training loss (and validation NLL in ``unit``, if logged) of a ``log.csv`` into a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -629,8 +689,8 @@ def plot_losses(log_path: str | os.PathLike[str], png_path: str | os.PathLike[st
     val = [(r["step"], r["val_bpd"]) for r in rows if r["val_bpd"] is not None]
     if val:
         ax2 = ax.twinx()
-        ax2.plot(*zip(*val), "o-", color="C3", label="validation bits/dim (EMA weights)")
-        ax2.set_ylabel("validation bits/dim", color="C3")
+        ax2.plot(*zip(*val), "o-", color="C3", label=f"validation {unit} (EMA weights)")
+        ax2.set_ylabel(f"validation {unit}", color="C3")
         more_handles, more_labels = ax2.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     ax.legend(handles, labels, loc="upper right", fontsize="small")
@@ -743,16 +803,22 @@ class TrainResult:
     world_size: int = 1
 
 
-def train(config: TrainConfig, callback: Callable[[StepInfo], None] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, callback: Callable[[StepInfo], None] | None = None, *, overwrite: bool = False
+) -> TrainResult:
     """Train a BFN as ``config`` says (see :class:`TrainConfig` and the module docstring); returns the result.
 
     Works unchanged under ``torchrun`` (one process per device). With ``config.resume`` the run in
-    ``config.out`` continues from its latest checkpoint; without it, a folder that already holds a checkpoint is
-    an error (nothing is overwritten by accident).
+    ``config.out`` continues from its latest checkpoint (falling back to the previous generation, with a warning,
+    when the newest fails verification). Without it, a folder that holds a checkpoint, a saved model or the
+    ``config.json`` of a run with other settings is an error (nothing is overwritten by accident) unless
+    ``overwrite``, which first removes that folder's run and model files. A non-finite loss or gradient stops
+    training with :class:`~bfn._checks.NonFiniteError` before the weights are updated (no checkpoint is written);
+    with ``amp="fp16"`` the gradient scaler skips such steps instead, as usual.
     """
     context = DistContext.from_env(config.device)
     try:
-        return _Trainer(config, context, callback).run()
+        return _Trainer(config, context, callback, overwrite).run()
     finally:
         context.close()
 
@@ -760,11 +826,18 @@ def train(config: TrainConfig, callback: Callable[[StepInfo], None] | None = Non
 class _Trainer:
     """State of one training run; :meth:`run` is the loop."""
 
-    def __init__(self, config: TrainConfig, ctx: DistContext, callback: Callable[[StepInfo], None] | None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        ctx: DistContext,
+        callback: Callable[[StepInfo], None] | None,
+        overwrite: bool = False,
+    ) -> None:
         self.ctx = ctx
         self.callback = callback
         self.run_dir = Path(config.out)
-        checkpoint = self._previous_checkpoint(config)
+        check_amp_device(config.amp, ctx.device)
+        checkpoint = self._previous_checkpoint(config, overwrite)
         self.config = config.resolved()
         self.bundle = load_bundle(self.config)
         self.spec = model_spec(self.config, self.bundle)
@@ -782,16 +855,30 @@ class _Trainer:
         )
 
     # ---------------------------------------------------------------------------------------------- setup
-    def _previous_checkpoint(self, config: TrainConfig) -> Any:
+    def _previous_checkpoint(self, config: TrainConfig, overwrite: bool = False) -> Any:
         """The checkpoint to resume from (``None`` for a fresh run); refuses to overwrite an existing run."""
         if config.resume:
+            if overwrite:
+                raise ValueError("resume and overwrite exclude each other (--resume continues the run in --out)")
             _check_resumable(load_run_config(self.run_dir), config.resolved())
-            return load_checkpoint(self.run_dir, map_location=self.ctx.device)
-        if find_checkpoint(self.run_dir) is not None:
+            checkpoint = load_checkpoint(self.run_dir, map_location=self.ctx.device)
+            check_resume_state(checkpoint.rng, checkpoint.path)
+            return checkpoint
+        resolved = config.resolved()
+
+        def same_run(stored: Mapping[str, Any]) -> bool:
+            _check_resumable(TrainConfig.from_dict(stored), resolved)
+            return True
+
+        problem = out_folder_problem(self.run_dir, same_run)
+        if problem is not None and (not overwrite or problem.endswith("not a folder")):
             raise ValueError(
-                f"{self.run_dir} already holds a checkpoint; pass resume=True (--resume) to continue it, "
-                "or choose another output folder"
+                f"{problem}; pass resume=True (--resume) to continue it, overwrite=True (--overwrite) to replace "
+                "it, or choose another output folder"
             )
+        if problem is not None and self.ctx.is_main:
+            clear_run_folder(self.run_dir)
+        self.ctx.barrier()
         return None
 
     def _build_model(self) -> None:
@@ -912,6 +999,8 @@ class _Trainer:
         self.scaler.unscale_(self.optimizer)
         clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.net.parameters(), clip))
+        if not self.scaler.is_enabled():  # fp16: the scaler skips non-finite steps itself
+            check_finite_step(loss.detach(), grad_norm, self.step + 1)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.ema.update(self.step)
@@ -973,7 +1062,7 @@ class _Trainer:
             bar.close()
             log.close()
         if ctx.is_main and (self.run_dir / LOG_FILE).is_file() and read_log(self.run_dir / LOG_FILE):
-            plot_losses(self.run_dir / LOG_FILE, self.run_dir / PLOT_FILE)
+            plot_losses(self.run_dir / LOG_FILE, self.run_dir / PLOT_FILE, nll_unit(self.bundle.info))
         ctx.barrier()
         return TrainResult(
             run_dir=self.run_dir,
@@ -1012,13 +1101,28 @@ class _Trainer:
         )
 
     def _show(self, bar: Any, say: Callable[[str], None], info: StepInfo, val_bpd: float | None) -> None:
-        """Progress bar postfix every 10 steps; a printed line at every validation."""
+        """Progress bar postfix every 10 steps; a printed line at every validation; without a progress bar, also
+        a line every :data:`PROGRESS_SECONDS` seconds (step, loss, speed, time left)."""
+        unit = nll_unit(self.bundle.info)
         if self.show_progress and (info.step % 10 == 0 or info.val_bpd is not None):
-            extra = {"val_bpd": f"{val_bpd:.4f}"} if val_bpd is not None else {}
+            extra = {"val": f"{val_bpd:.4f} {unit}"} if val_bpd is not None else {}
             bar.set_postfix(loss=f"{info.loss:.4f}", **extra)
         bar.update(1)
         if info.val_bpd is not None:
-            say(f"step {info.step}/{self.config.steps}: loss {info.loss:.4f}, validation {info.val_bpd:.4f} bits/dim")
+            say(f"step {info.step}/{self.config.steps}: loss {info.loss:.4f}, validation {info.val_bpd:.4f} {unit}")
+        elif not self.show_progress:
+            now = time.perf_counter()
+            since = getattr(self, "_last_line", None)
+            if since is None:
+                self._last_line = self._line_start = (now, info.step - 1)
+            elif now - since[0] >= PROGRESS_SECONDS:
+                rate = (info.step - self._line_start[1]) / max(now - self._line_start[0], 1e-9)
+                left = (self.config.steps - info.step) / rate if rate > 0 else math.inf
+                say(
+                    f"step {info.step}/{self.config.steps}: loss {info.loss:.4f}, {rate:.2f} steps/s, "
+                    f"about {timedelta(seconds=round(left))} left"
+                )
+                self._last_line = (now, info.step)
 
     def _announcer(self, bar: Any) -> Callable[[str], None]:
         """Rank 0 prints messages (through the progress bar when it is shown); other ranks stay quiet."""
@@ -1127,6 +1231,13 @@ def _save_scatter(points: Tensor, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def natural_suffix(kind: str, data_shape: tuple[int, ...], text: bool = False) -> str:
+    """The file suffix samples of this data are written with: ``.png`` (images, 2-D points), ``.txt``, ``.pt``."""
+    image = len(data_shape) == 3 and data_shape[0] in (1, 3)
+    points = tuple(data_shape) == (2,) and kind != "discrete"
+    return ".png" if image or points else ".txt" if text else ".pt"
+
+
 def write_samples(
     samples: Tensor,
     path: str | os.PathLike[str],
@@ -1145,19 +1256,22 @@ def write_samples(
     * 2-D points: a PNG scatter plot.
     * anything else: the raw tensor.
 
-    A path without a suffix gets the natural one (``.png``, ``.txt`` or ``.pt``).
+    A path without a suffix gets the natural one (``.png``, ``.txt`` or ``.pt``); any other suffix than the
+    natural one or ``.pt`` is a ``ValueError`` listing the supported ones (text is never written into a ``.png``).
     """
     path = Path(path)
     image = len(data_shape) == 3 and data_shape[0] in (1, 3)
-    points = tuple(data_shape) == (2,) and kind != "discrete"
-    natural = ".png" if image or points else ".txt" if text else ".pt"
+    natural = natural_suffix(kind, data_shape, text)
     if not path.suffix:
         path = path.with_suffix(natural)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
-    if suffix == ".pt" or natural == ".pt":
-        if suffix != ".pt":
-            path = path.with_suffix(".pt")
+    if suffix not in (natural, ".pt"):
+        raise ValueError(
+            f"{path}: these samples are written as {natural} or .pt, not {path.suffix!r} "
+            "(supported suffixes: .png for images and 2-D points, .txt for text, .pt for any tensor)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".pt":
         torch.save(samples.detach().cpu(), path)
     elif natural == ".txt":
         from bfn.data import decode_text
@@ -1248,6 +1362,17 @@ def quality_metric(
     return None
 
 
+def require_metric(data: str, info: Mapping[str, Any]) -> None:
+    """Fail before any work when the optional package behind ``data``'s quality metric is missing.
+
+    FID needs ``torchmetrics`` and spelling accuracy ``spylls``, both from the ``metrics`` extra.
+    """
+    if is_text(info) or data_source(data) in ("text8", "kjv", "text"):
+        require_extra("spylls", "metrics", f"the spelling-accuracy metric of {data}")
+    elif data_source(data) in ("digits", "mnist", "fashion-mnist"):
+        require_extra("torchmetrics", "metrics", f"FID on {data}")
+
+
 # ================================================================================================== eval and demo
 
 
@@ -1279,11 +1404,23 @@ class EvalReport:
         score = self.metric or "score"
         lines = [f"{'sampler':<22}{'NFE budget':>11}{'steps':>7}{'NFE':>6}{score:>22}{'seconds':>9}"]
         for r in self.rows:
-            value = "n/a" if r["score"] is None else f"{r['score']:.4f}"
+            value = format_score(self.metric, r["score"])
             lines.append(
                 f"{r['sampler']:<22}{r['nfe_budget']:>11}{r['steps']:>7}{r['nfe']:>6}{value:>22}{r['seconds']:>9.2f}"
             )
         return "\n".join(lines)
+
+
+def format_score(metric: str | None, score: float | None) -> str:
+    """A sample-quality score at its precision: accuracies as a percent (one decimal), FID to 2 decimals, else
+    4 significant digits."""
+    if score is None:
+        return "n/a"
+    if metric is not None and "accuracy" in metric:
+        return f"{100 * score:.1f}%"
+    if metric is not None and metric.startswith("FID"):
+        return f"{score:.2f}"
+    return f"{score:.4g}"
 
 
 def plot_quality(rows: list[dict[str, Any]], metric: str, path: str | os.PathLike[str]) -> Path:
@@ -1346,6 +1483,8 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
+    if samplers:
+        require_metric(config.data, data_description(run_dir))
     dev = _pick_device(device, 0)
     model = BFN.from_pretrained(run_dir, map_location=dev, ema=ema)
     bundle = load_bundle(config)
@@ -1353,18 +1492,22 @@ def evaluate_run(
     count = len(dataset) if max_examples is None else min(max_examples, len(dataset))  # type: ignore[arg-type]
     bpd = evaluate_nll(model, dataset, steps=config.loss_steps, max_examples=count, seed=seed)
     report = EvalReport(split=split, examples=count, nll_bpd=bpd)
-    log(f"{split} NLL (ELBO, {count} examples): {bpd:.4f} bits/{'char' if is_text(bundle.info) else 'dim'}")
+    unit = nll_unit(bundle.info)
+    log(f"{split} NLL (ELBO, {count} examples): {bpd:.4f} {unit}")
     if likelihood:
-        report.pf_ode_bpd = _pf_ode_bpd(model, dataset, count, seed)
-        log(f"{split} NLL (PF-ODE, {count} examples): {report.pf_ode_bpd:.4f}")
+        report.pf_ode_bpd = _pf_ode_bpd(model, dataset, count, seed, log=log)
+        log(f"{split} NLL (PF-ODE, {count} examples): {report.pf_ode_bpd:.4f} {unit}")
     if samplers:
         metric = quality_metric(config.data, bundle, model.flow.kind, getattr(model.flow, "num_classes", None), seed)
         report.metric = metric.name if metric else None
         report.higher_is_better = metric.higher_is_better if metric else False
-        for name in samplers:
-            for budget in nfes or [10]:
+        budgets = nfes or [10]
+        for i, name in enumerate(samplers):
+            for j, budget in enumerate(budgets):
+                log(f"  [{i * len(budgets) + j + 1}/{len(samplers) * len(budgets)}] {name} @ {budget} NFE ...")
                 report.rows.append(_quality_row(model, name, budget, num_samples, seed, metric))
-                log(f"  {name} @ {budget} NFE: {report.rows[-1]['score']}")
+                row = report.rows[-1]
+                log(f"  {name} @ {budget} NFE: {format_score(report.metric, row['score'])} ({row['seconds']:.1f} s)")
         folder = Path(out_dir) if out_dir is not None else run_dir
         folder.mkdir(parents=True, exist_ok=True)
         if metric is not None:
@@ -1373,14 +1516,25 @@ def evaluate_run(
     return report
 
 
-def _pf_ode_bpd(model: BFN, dataset: Dataset, count: int, seed: int, batch_size: int = 64) -> float:
+def _pf_ode_bpd(
+    model: BFN,
+    dataset: Dataset,
+    count: int,
+    seed: int,
+    batch_size: int = 64,
+    log: Callable[[str], None] | None = None,
+) -> float:
     from bfn.likelihood import pf_ode_nll
 
     generator = torch.Generator(device=model.device).manual_seed(derive_seed(seed, "pf-ode"))
     total = 0.0
+    started = time.perf_counter()
     for first in range(0, count, batch_size):
         x = torch.stack([dataset[i] for i in range(first, min(first + batch_size, count))]).to(model.device)
         total += float(pf_ode_nll(model, x, generator=generator).nll.sum())
+        done = min(first + batch_size, count)
+        if log is not None and done < count:
+            log(f"  PF-ODE likelihood: {done}/{count} examples ({time.perf_counter() - started:.0f} s)")
     return float(bits_per_dim(total / count, model.data_shape))
 
 
@@ -1454,6 +1608,8 @@ def run_demo(
     Returns the test bits/dim (ELBO, EMA weights) and each sampler's steps, NFE and score.
     """
     run_dir = Path(config.out)
+    if metric_samples:
+        require_metric(config.data, {})
     if find_checkpoint(run_dir) is not None and not config.resume:
         config = config.replace(resume=True)
     result = train(config)
@@ -1468,7 +1624,7 @@ def run_demo(
         shown = model.sample(num_samples, sampler=name, steps=row["steps"], generator=generator)
         rows.append(row)
         grids.append(image_grid(to_images(shown.samples, model.flow.kind)))
-        scored = f", {metric.name} {row['score']:.3f}" if metric else ""
+        scored = f", {metric.name} {format_score(metric.name, row['score'])}" if metric else ""
         log(f"{name}: {row['steps']} steps, {row['nfe']} NFE{scored}")
     image = _side_by_side(grids, rows, metric.name if metric else None, run_dir / "demo.png")
     return DemoResult(result, test_bpd, image, rows, metric.name if metric else None)

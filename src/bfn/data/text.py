@@ -150,7 +150,8 @@ def text8_hint() -> str:
     """How to provide text8, for error messages."""
     return (
         "text8 needs a local copy: download http://mattmahoney.net/dc/text8.zip, unzip it, and use the name "
-        f"'text8:PATH' or root=PATH (the file, or a directory holding 'text8'); bfn also looks for {cache_dir()}/text8."
+        f"'text8:PATH' or --data-root PATH (root=PATH in Python; the file, or a directory holding 'text8'); bfn also "
+        f"looks for {cache_dir()}/text8."
     )
 
 

@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bfn._checks import check_batch, check_bool, check_real
 from bfn.flows.base import LOG_2PI, Flow, LinearSDE, as_f64, expand_like
 
 T_MIN = 1e-6  # below this BFN time the continuous data estimate is set to 0 (reference code)
+SIGMA_1_MIN = 1e-12  # smallest supported sigma_1: the loss weight -ln(sigma_1) / sigma_1^2 must fit float32
 
 
 class ContinuousSDE(LinearSDE):
@@ -57,7 +59,8 @@ class ContinuousFlow(Flow):
     ``clip`` is true.
 
     Args:
-        sigma_1: standard deviation of the input distribution at ``tau = 1``, in (0, 1); e.g. 1e-3 for 8-bit images.
+        sigma_1: standard deviation of the input distribution at ``tau = 1``, in [1e-12, 1); e.g. 1e-3 for 8-bit
+            images.
         clip: clip ``x_hat`` to [-1, 1] (data must then lie in [-1, 1]); turn off for unbounded data.
     """
 
@@ -66,10 +69,8 @@ class ContinuousFlow(Flow):
     output_channels = 1
 
     def __init__(self, sigma_1: float = 1e-3, clip: bool = True) -> None:
-        if isinstance(sigma_1, bool) or not isinstance(sigma_1, (int, float)) or not 0.0 < sigma_1 < 1.0:
-            raise ValueError(f"sigma_1 must lie in (0, 1), got {sigma_1!r}")
-        self.sigma_1 = float(sigma_1)
-        self.clip = bool(clip)
+        self.sigma_1 = check_real(sigma_1, "sigma_1", SIGMA_1_MIN, 1.0, high_open=True)
+        self.clip = check_bool(clip, "clip")
         self.log_sigma_1 = math.log(self.sigma_1)
         self.sde = ContinuousSDE(self.sigma_1)
 
@@ -91,8 +92,7 @@ class ContinuousFlow(Flow):
 
     # ------------------------------------------------------------------------------------------------- data
     def check_data(self, x: Tensor, data_shape: tuple[int, ...]) -> None:
-        if not isinstance(x, Tensor):
-            raise ValueError(f"data must be a torch.Tensor, got {type(x).__name__}")
+        check_batch(x, "data")
         if not x.is_floating_point():
             raise ValueError(f"{self.kind} data must be a floating-point tensor, got dtype {x.dtype}")
         self._check_shape(x, data_shape)

@@ -9,7 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bfn._checks import check_batch, check_int, check_real
 from bfn.flows.base import Flow, LinearSDE, as_f64, expand_like
+
+MAX_CLASSES = 2**24
+BETA_1_MAX = 1e8  # above this the logits' noise overflows float32 for large K
 
 
 class DiscreteSDE(LinearSDE):
@@ -53,20 +57,18 @@ class DiscreteFlow(Flow):
     ``e_hat = softmax(logits)`` is the output distribution.
 
     Args:
-        num_classes: ``K >= 2``.
-        beta_1: final accuracy ``beta(1) > 0``; 9 for binarised MNIST, 0.5625 for text8 (the released models).
+        num_classes: ``2 <= K <= 2^24``.
+        beta_1: final accuracy ``beta(1)`` in ``(0, 1e8]``; 9 for binarised MNIST, 0.5625 for text8 (the released
+            models).
     """
 
     kind: ClassVar[str] = "discrete"
     output_channels: int
 
     def __init__(self, num_classes: int, beta_1: float = 3.0) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer K >= 2, got {num_classes!r}")
-        if isinstance(beta_1, bool) or not isinstance(beta_1, (int, float)) or not beta_1 > 0 or math.isinf(beta_1):
-            raise ValueError(f"beta_1 must be a finite number > 0, got {beta_1!r}")
+        num_classes = check_int(num_classes, "num_classes K", minimum=2, maximum=MAX_CLASSES)
         self.num_classes = num_classes
-        self.beta_1 = float(beta_1)
+        self.beta_1 = check_real(beta_1, "beta_1", 0.0, BETA_1_MAX, low_open=True)
         self.input_channels = num_classes
         self.output_channels = num_classes
         self.sde = DiscreteSDE(num_classes, self.beta_1)
@@ -81,8 +83,8 @@ class DiscreteFlow(Flow):
 
     # ------------------------------------------------------------------------------------------------- data
     def check_data(self, x: Tensor, data_shape: tuple[int, ...]) -> None:
-        if not isinstance(x, Tensor):
-            raise ValueError(f"data must be a torch.Tensor, got {type(x).__name__}")
+        """Class indices of any integer dtype (``BFN`` converts them to ``torch.long`` after this check)."""
+        check_batch(x, "data")
         if x.is_floating_point() or x.is_complex():
             raise ValueError(
                 f"discrete data must be integer class indices, got non-integer dtype {x.dtype} (use x.long())"

@@ -8,11 +8,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from bfn._checks import check_int
 from bfn.flows.base import LOG_2PI, as_f64, expand_like
 from bfn.flows.continuous import T_MIN, ContinuousFlow
 
 LOG_SIGMA_EPS_RANGE = (-10.0, 10.0)  # the network's log sigma_eps is clamped to this range (reference code)
 SIGMA_X_RANGE = (1e-3, 10.0)  # and the output standard deviation to this one
+MAX_BINS = 2**16  # finer bins than 16-bit data fall below float32 resolution near 1
 PROB_FLOOR = 1e-5  # below this bin probability the loss scores density x bin width instead (numerical safety)
 WINDOW_EDGES = 16  # edges evaluated per element around mu_x by gaussian_bin_mean (the rest is an exact count)
 EM_MIN_WIDTH = 1.5  # from this sigma_x / bin width on, gaussian_bin_mean uses the Euler-Maclaurin form instead
@@ -33,7 +35,7 @@ class DiscretisedFlow(ContinuousFlow):
     infinity so the probabilities sum to 1.
 
     Args:
-        num_bins: number of bins ``K >= 2``.
+        num_bins: number of bins, ``2 <= K <= 65536``.
         sigma_1: standard deviation at ``tau = 1``, in (0, 1); the paper uses 1e-3 for 256 bins and
             ``sqrt(1e-3)`` for 16 bins.
     """
@@ -43,8 +45,7 @@ class DiscretisedFlow(ContinuousFlow):
     output_channels = 2
 
     def __init__(self, num_bins: int, sigma_1: float = 1e-3) -> None:
-        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
-            raise ValueError(f"num_bins must be an integer >= 2, got {num_bins!r}")
+        num_bins = check_int(num_bins, "num_bins", minimum=2, maximum=MAX_BINS)
         super().__init__(sigma_1=sigma_1, clip=True)
         self.num_bins = num_bins
 

@@ -37,6 +37,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from bfn._checks import MAX_REPEATS, MAX_STEPS, check_bool, check_generator, check_int, check_real
 from bfn.flows.base import LOG_2PI, Flow, as_f64, expand_like
 from bfn.flows.continuous import T_MIN
 from bfn.likelihood.ode import SolverName
@@ -240,8 +241,34 @@ def decoder_minus_encoder(model: BFN, x: Tensor, state: Tensor, log_r: Tensor) -
 
 
 def _check_samples(encoder_samples: int) -> None:
-    if isinstance(encoder_samples, bool) or not isinstance(encoder_samples, int) or encoder_samples < 1:
-        raise ValueError(f"encoder_samples must be an integer >= 1, got {encoder_samples!r}")
+    check_int(encoder_samples, "encoder_samples", 1, MAX_REPEATS)
+
+
+def _check_arguments(
+    model: BFN,
+    x: Tensor,
+    encoder_samples: int,
+    probes: int,
+    rtol: float,
+    atol: float,
+    steps: int,
+    generator: torch.Generator | None,
+    antithetic: bool,
+) -> Tensor:
+    """Check the arguments of :func:`pf_ode_nll` / :func:`wkb_correction`; returns the checked data batch."""
+    if not isinstance(model, BFN):
+        raise ValueError(f"model must be a bfn.BFN, got {type(model).__name__}")
+    x = model._check(x)
+    if x.shape[0] == 0:
+        raise ValueError("x is an empty batch (shape[0] == 0)")
+    _check_samples(encoder_samples)
+    check_int(probes, "probes", 1, MAX_REPEATS)
+    check_int(steps, "steps", 1, MAX_STEPS)
+    check_real(rtol, "rtol", 0.0, 1.0, low_open=True, high_open=True)
+    check_real(atol, "atol", 0.0, 1.0, low_open=True, high_open=True)
+    check_bool(antithetic, "antithetic")
+    check_generator(generator, x.device)
+    return x
 
 
 def _mean_and_stderr(values: Tensor, samples: int) -> tuple[Tensor, Tensor]:
@@ -296,8 +323,7 @@ def pf_ode_nll(
         encoder_samples: Monte-Carlo draws of ``z ~ r(.|x)`` per example (``>= 2`` gives the standard error).
         antithetic: pair each encoder draw with its mirror image (lower variance for smooth ``l_0``).
     """
-    _check_samples(encoder_samples)
-    model.flow.check_data(x, model.data_shape)
+    x = _check_arguments(model, x, encoder_samples, probes, rtol, atol, steps, generator, antithetic)
     x_rep, state, log_r = encode(model, x, encoder_samples, antithetic, generator)
     log_ratio, decoder_calls = decoder_minus_encoder(model, x_rep, state, log_r)
     latent = latent_logp(
@@ -349,8 +375,7 @@ def wkb_correction(
     (``ValueError`` above): the sweep carries the ``D x D`` Hessian of the log-density and third derivatives of
     the network (autograd). Other arguments as in :func:`pf_ode_nll`.
     """
-    _check_samples(encoder_samples)
-    model.flow.check_data(x, model.data_shape)
+    x = _check_arguments(model, x, encoder_samples, 1, rtol, atol, steps, generator, antithetic)
     check_wkb_dim(math.prod(model.flow.state_shape(model.data_shape)))
     x_rep, state, log_r = encode(model, x, encoder_samples, antithetic, generator)
     log_ratio, decoder_calls = decoder_minus_encoder(model, x_rep, state, log_r)

@@ -20,21 +20,65 @@ the dtype of ``inputs``; ``t`` is cast as needed.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 from torch import nn
 
+from bfn._checks import check_bool, check_data_shape, check_int, check_real
 from bfn.nets.embedding import TimeEmbedding, sinusoidal_embedding
 from bfn.nets.mlp import MLP
 from bfn.nets.transformer import Transformer
 from bfn.nets.unet import UNet
 
-__all__ = ["MLP", "NETS", "NetName", "TimeEmbedding", "Transformer", "UNet", "build_net", "sinusoidal_embedding"]
+__all__ = [
+    "MLP",
+    "NETS",
+    "NetName",
+    "TimeEmbedding",
+    "Transformer",
+    "UNet",
+    "build_net",
+    "check_net_options",
+    "sinusoidal_embedding",
+]
 
 NetName = Literal["mlp", "unet", "transformer"]
 
 NETS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet, "transformer": Transformer}
 """Registry of the reference networks by name."""
+
+MAX_NET_SIZE = 2**20
+"""Largest integer network option (width, depth, heads, ...) and channel count :func:`build_net` accepts."""
+
+
+def check_net_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Refuse an unknown network, unknown options and values whose type differs from the option's default.
+
+    Integers (Python or numpy, not bool) above :data:`MAX_NET_SIZE`, strings for numbers and numbers for flags are
+    refused with a ``ValueError`` naming the option; returns the options with numpy scalars made Python numbers.
+    """
+    if not isinstance(name, str) or name not in NETS:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(sorted(NETS))}")
+    if not isinstance(options, dict):
+        raise ValueError(f"network options must be a dict, got {type(options).__name__}")
+    cls = NETS[name]
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not p.empty}
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for network {name!r}; valid options: {sorted(params)}")
+    checked = dict(options)
+    for key, value in options.items():
+        default, what = params[key].default, f"{name} option {key}"
+        if isinstance(default, bool):
+            checked[key] = check_bool(value, what)
+        elif isinstance(default, int):
+            checked[key] = check_int(value, what, minimum=None, maximum=MAX_NET_SIZE)
+        elif isinstance(default, float):
+            checked[key] = check_real(value, what)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ValueError(f"{what} must be a string, got {type(value).__name__} {value!r}")
+    return checked
 
 
 def build_net(
@@ -52,12 +96,17 @@ def build_net(
     :meth:`bfn.BFN.save_pretrained` stores so that :meth:`bfn.BFN.from_pretrained` can rebuild the network.
 
     Raises:
-        ValueError: for an unknown name (the message lists the valid names).
+        ValueError: for an unknown name (the message lists the valid names), an unknown option (it lists the
+            valid options) or an option value of the wrong type (integers, reals and booleans are checked against
+            the type of the option's default; sizes above ``MAX_NET_SIZE`` are refused).
     """
-    try:
-        cls = NETS[name]
-    except KeyError:
-        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(sorted(NETS))}") from None
-    net = cls(tuple(data_shape), in_channels, out_channels, **options)
+    if not isinstance(name, str) or name not in NETS:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(sorted(NETS))}")
+    cls = NETS[name]
+    data_shape = check_data_shape(data_shape)
+    in_channels = check_int(in_channels, "in_channels", maximum=MAX_NET_SIZE)
+    out_channels = check_int(out_channels, "out_channels", maximum=MAX_NET_SIZE)
+    options = check_net_options(name, options)
+    net = cls(data_shape, in_channels, out_channels, **options)
     net.net_spec = {"name": name, "options": dict(options)}  # lets BFN.save_pretrained rebuild it
     return net

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from bfn._checks import MAX_NUM_SAMPLES, MAX_STEPS, check_finite_output, check_int
 from bfn.flows.base import Flow, FlowKind, LinearSDE, as_f64, expand_like
 from bfn.sampling.auto import AUTO, AUTO_NFE, resolve_auto, tuned_grid
 from bfn.sampling.engine import Recorder, SamplerState, StepContext, integrate, standard_normal
@@ -121,14 +122,15 @@ def sample(
     comes from ``generator`` (which must live on the model's device), so a fixed generator reproduces the samples.
     Every option is checked, with a ``ValueError`` naming the valid choices, before the first network call.
     """
+    num_samples = check_int(num_samples, "num_samples", 1, MAX_NUM_SAMPLES)
+    if steps is not None:
+        steps = check_int(steps, "steps", 1, MAX_STEPS)
     if isinstance(sampler, str) and sampler == AUTO:
         sampler, steps, options = resolve_auto(model.flow.kind, AUTO_NFE if steps is None else steps, options)
     elif steps is None:
         steps = DEFAULT_STEPS
     spec = get_sampler(sampler, model.flow.kind)
     opts = resolve_options(sampler, spec, model.flow.kind, options)
-    _check_positive_int(num_samples, "num_samples")
-    _check_positive_int(steps, "steps")
     device, dtype = model.device, model.state_dtype()
     _check_generator(generator, device)
     flow = model.flow
@@ -176,11 +178,6 @@ def score_from_prediction(sde: LinearSDE, x: Tensor, x0_hat: Tensor, t: Tensor |
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def _check_positive_int(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
-
-
 def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
     if generator is None:
         return
@@ -235,6 +232,9 @@ def _initial_state(
     if isinstance(init, Tensor):
         if tuple(init.shape) != shape:
             raise ValueError(f"init tensor has shape {tuple(init.shape)}; expected {shape}")
+        if init.is_complex() or init.dtype == torch.bool:
+            raise ValueError(f"init tensor must be real, got dtype {init.dtype}")
+        check_finite_output(init.to(dtype), "init tensor", "give finite values representable in the model's dtype")
         return SamplerState(init.to(dtype=dtype, device=device), t0)
     alpha, sigma = float(flow.sde.alpha(grid[0])), float(flow.sde.sigma(grid[0]))
     xi = standard_normal(torch.empty(shape, dtype=dtype, device=device), generator)
@@ -243,6 +243,7 @@ def _initial_state(
     mean, var = _MOMENTS[flow.kind](flow, model.data_shape, opts["data_mean"], opts["data_var"])
     mean, var = mean.to(dtype=torch.float64, device=device), var.to(dtype=torch.float64, device=device)
     x = alpha * mean + torch.sqrt(sigma**2 + alpha**2 * var) * xi.to(torch.float64)
+    check_finite_output(x.to(dtype), "initial state of init='moment'", f"data_mean / data_var too large for {dtype}")
     return SamplerState(x.to(dtype), t0)
 
 
