@@ -30,17 +30,29 @@ class BFN(nn.Module):
     ``DiscreteFlow``              ``theta``, ``(B, *S, K)``  logits, ``(B, *S, K)``
     ============================  =========================  ============================================
 
-    and ``tau`` of shape ``(B,)`` in the input's dtype (BFN time: 0 = prior, 1 = data).
+    and ``tau`` of shape ``(B,)`` in the input's dtype (BFN time: 0 = prior, 1 = data). A class-conditional
+    model (``num_classes=C``) calls ``net(params, tau, labels)`` with ``labels`` a ``(B,)`` long tensor in
+    ``0..C``; ``C`` is the null label (unconditional), used when no labels are given (see
+    :mod:`bfn.sampling.conditioning` for classifier-free guidance and inpainting).
 
     Args:
         net: any ``nn.Module`` (or callable) of the contract above.
         flow: the data kind's flow.
         data_shape: shape of one example, without the batch (and, for discrete data, the class) dimension.
         dtype: floating dtype for discrete states when the network has no parameters to infer it from.
+        num_classes: number of classes ``C`` of a class-conditional model (``None``: unconditional).
+        label_dropout: probability with which :meth:`loss` replaces a label by the null label ``C``.
     """
 
     def __init__(
-        self, net: nn.Module, flow: Flow, data_shape: tuple[int, ...] | int, dtype: torch.dtype | None = None
+        self,
+        net: nn.Module,
+        flow: Flow,
+        data_shape: tuple[int, ...] | int,
+        dtype: torch.dtype | None = None,
+        *,
+        num_classes: int | None = None,
+        label_dropout: float = 0.1,
     ) -> None:
         super().__init__()
         if not isinstance(flow, Flow):
@@ -48,10 +60,22 @@ class BFN(nn.Module):
         shape = (data_shape,) if isinstance(data_shape, int) else tuple(int(d) for d in data_shape)
         if not shape or any(d < 1 for d in shape):
             raise ValueError(f"data_shape must be a non-empty tuple of positive sizes, got {data_shape!r}")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)):
+            raise ValueError(f"num_classes must be an integer >= 1 or None, got {num_classes!r}")
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1 or None, got {num_classes!r}")
+        if (
+            isinstance(label_dropout, bool)
+            or not isinstance(label_dropout, (int, float))
+            or not 0 <= label_dropout <= 1
+        ):
+            raise ValueError(f"label_dropout must lie in [0, 1], got {label_dropout!r}")
         self.net = net
         self.flow = flow
         self.data_shape = shape
         self._dtype = dtype
+        self.num_classes = num_classes
+        self.label_dropout = float(label_dropout)
 
     # ----------------------------------------------------------------------------------------------- basics
     @property
@@ -86,24 +110,45 @@ class BFN(nn.Module):
             return x.dtype
         return self.dtype
 
-    def call_net(self, state: Tensor, tau: Tensor) -> Tensor:
-        """Run the network on a state at BFN times ``tau`` (shape ``(B,)`` or scalar) and check its output."""
+    def call_net(self, state: Tensor, tau: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Run the network on a state at BFN times ``tau`` (shape ``(B,)`` or scalar) and check its output.
+
+        A conditional model passes ``labels`` (``(B,)`` long; the null label ``num_classes`` when ``None``).
+        """
         inputs = self.flow.net_input(state)
         batch = state.shape[0]
         tau = as_f64(tau, state.device)
         if tau.ndim == 0:
             tau = tau.expand(batch)
-        out = self.net(inputs, tau.to(inputs.dtype))
+        if self.num_classes is None:
+            if labels is not None:
+                raise ValueError("labels given, but the model is unconditional (build it with BFN(..., num_classes=C))")
+            out = self.net(inputs, tau.to(inputs.dtype))
+        else:
+            if labels is None:
+                labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=state.device)
+            out = self.net(inputs, tau.to(inputs.dtype), labels)
         expected = (batch, *self.flow.output_shape(self.data_shape))
         if not isinstance(out, Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(f"network returned shape {got}; expected {expected} for {type(self.flow).__name__}")
         return out
 
-    def denoise(self, state: Tensor, t: Tensor | float) -> Tensor:
-        """Data prediction ``x0_hat`` in state space at *solver* time ``t`` (one network call)."""
+    def denoise(self, state: Tensor, t: Tensor | float, **conditioning: Any) -> Tensor:
+        """Data prediction ``x0_hat`` in state space at *solver* time ``t`` (one network call, two when guided).
+
+        ``conditioning``: ``labels``, ``guidance``, ``known``, ``mask``, ``inpaint`` as for :meth:`sample`
+        (see :func:`bfn.sampling.conditioning.build_conditioning`).
+        """
         tau = flip_clock(as_f64(t, state.device))
-        return self.flow.data_prediction(self.call_net(state, tau), state, tau)
+        if not conditioning:
+            return self.flow.data_prediction(self.call_net(state, tau), state, tau)
+        from bfn.sampling.conditioning import build_conditioning
+
+        cond = build_conditioning(self, state.shape[0], dtype=state.dtype, device=state.device, **conditioning)
+        if cond is None:
+            return self.flow.data_prediction(self.call_net(state, tau), state, tau)
+        return cond.prediction(self.flow, self.flow.data_prediction(cond.net_out(self, state, tau), state, tau))
 
     def _check(self, x: Tensor) -> None:
         self.flow.check_data(x, self.data_shape)
