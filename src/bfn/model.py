@@ -153,6 +153,15 @@ class BFN(nn.Module):
     def _check(self, x: Tensor) -> None:
         self.flow.check_data(x, self.data_shape)
 
+    def _check_labels(self, labels: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
+        if labels is None:
+            return None
+        if isinstance(labels, Tensor) and labels.ndim == 0:
+            raise ValueError(f"labels must have shape ({batch},), got a scalar tensor")
+        from bfn.sampling.conditioning import _check_labels
+
+        return _check_labels(labels, self.num_classes, batch, device)
+
     @staticmethod
     def _check_steps(steps: int | None) -> None:
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
@@ -165,13 +174,16 @@ class BFN(nn.Module):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         mc_samples: int = 1,
+        labels: Tensor | None = None,
     ) -> Tensor:
         """Single-sample estimate of ``L_inf(x)`` (``steps=None``) or ``L_n(x)`` in nats per example, ``(B,)``.
 
-        Each example gets its own time: ``tau ~ U(0, 1)``, or ``i ~ U{1..n}`` and ``tau = (i - 1)/n``.
+        Each example gets its own time: ``tau ~ U(0, 1)``, or ``i ~ U{1..n}`` and ``tau = (i - 1)/n``. A conditional
+        model takes ``labels`` ``(B,)`` in ``0..C`` (``None``: the null label ``C``); no label dropout here.
         """
         self._check(x)
         self._check_steps(steps)
+        labels = self._check_labels(labels, x.shape[0], x.device)
         batch, device = x.shape[0], x.device
         dtype = self.state_dtype(x)
         u = torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
@@ -182,14 +194,29 @@ class BFN(nn.Module):
             tau = i / steps
             alpha = self.flow.step_accuracies(steps).to(device)[i.long()]
         state = self.flow.flow_state(x, tau, generator, dtype=dtype)
-        out = self.call_net(state, tau)
+        out = self.call_net(state, tau, labels)
         if steps is None:
             return self.flow.continuous_time_loss(out, x, state, tau)
         return self.flow.discrete_time_loss(out, x, state, tau, alpha, steps, generator, mc_samples=mc_samples)
 
-    def loss(self, x: Tensor, steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Training loss: ``L_inf`` (or ``L_n`` with ``steps=n``) in nats per data element, averaged over the batch."""
-        return self.loss_per_example(x, steps, generator).mean() / self.num_dims
+    def loss(
+        self,
+        x: Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
+    ) -> Tensor:
+        """Training loss: ``L_inf`` (or ``L_n`` with ``steps=n``) in nats per data element, averaged over the batch.
+
+        A conditional model trains on ``labels`` ``(B,)``, each replaced by the null label ``C`` with probability
+        ``label_dropout`` (drawn from ``generator``), so that one network learns the conditional and the
+        unconditional prediction (classifier-free guidance, Ho & Salimans, 2022).
+        """
+        labels = self._check_labels(labels, x.shape[0], x.device)
+        if labels is not None and self.label_dropout > 0:
+            drop = torch.rand(labels.shape, generator=generator, dtype=torch.float64, device=x.device)
+            labels = torch.where(drop < self.label_dropout, torch.full_like(labels, self.num_classes), labels)
+        return self.loss_per_example(x, steps, generator, labels=labels).mean() / self.num_dims
 
     forward = loss
 
