@@ -25,6 +25,10 @@ EXAMPLES = """examples:
   bfn train --resume --out runs/digits --steps 8000
   torchrun --nproc_per_node=2 -m bfn train --data digits --batch-size 64 --out runs/ddp
   bfn sample runs/digits --sampler bfn-solver++2 --steps 10 --num 64 --out samples.png
+  bfn train --data digits --conditional --out runs/digits-cond
+  bfn sample runs/digits-cond --label all --guidance 2 --num 8 --out per-digit.png
+  bfn sample runs/digits --inpaint digit.png --mask-rect 0,4,8,8 --num 16 --out completed.png
+  bfn sample runs/kjv --prompt "in the beginning ___ created the heaven" --num 4 --out filled.txt
   bfn eval runs/digits --samplers bfn,bfn-solver++2 --nfe 5,10,20
 """
 
@@ -146,6 +150,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="mixed precision: bf16 (CPU or GPU; the value when only --amp is given) or fp16 (GPU, "
         "with a gradient scaler); default off",
     )
+    net.add_argument(
+        "--conditional",
+        action="store_true",
+        default=None,
+        help="class-conditional model on the data's labels (digits, mnist, fashion-mnist, cifar10), "
+        "for classifier-free guidance",
+    )
+    net.add_argument("--label-dropout", type=float, help="--conditional: share of null labels in training (0.1)")
     run = p.add_argument_group("run")
     run.add_argument("--out", help="run folder (default runs/<data>-<flow>)")
     run.add_argument(
@@ -218,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="any other sampler option, e.g. categorical=false (repeatable)",
+    )
+    cond = sample.add_argument_group("conditioning")
+    cond.add_argument("--label", help="conditional model: a class, a comma-separated list or 'all' (a row each)")
+    cond.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 conditional; default 1)")
+    cond.add_argument("--inpaint", type=Path, help="image (PNG) whose known part is kept; the rest is filled in")
+    cond.add_argument("--mask-rect", help="--inpaint: the region to fill, x0,y0,x1,y1 in pixels (x1, y1 exclusive)")
+    cond.add_argument("--mask", type=Path, help="--inpaint: a mask image, white where the image is to be filled")
+    cond.add_argument("--prompt", help="text model: known characters with _ for each one to fill in")
+    cond.add_argument(
+        "--inpaint-method", choices=["certain", "replace"], help="how known values reach the network (certain)"
     )
     sample.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default 0)")
     sample.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
@@ -300,6 +322,7 @@ TRAIN_FIELDS = {
     "resume": "resume", "val_every": "val_every", "val_examples": "val_examples", "ckpt_every": "ckpt_every",
     "device": "device", "seed": "seed", "num_workers": "num_workers", "progress": "progress",
 }  # fmt: skip
+TRAIN_FIELDS.update(conditional="conditional", label_dropout="label_dropout")
 
 
 def train_config_from_args(args: argparse.Namespace) -> Any:
@@ -384,6 +407,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "weights": "raw" if args.raw else "ema",
         "out": str(args.out),
     }
+    conditioning = {k: getattr(args, k) for k in CONDITIONING_ARGS if getattr(args, k) is not None}
+    settings.update({k: str(v) for k, v in conditioning.items()})
     _print_json("resolved sampling settings", settings)
     if args.dry_run:
         return 0
@@ -391,19 +416,75 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     model = BFN.from_pretrained(args.run, map_location=_pick_device(args.device, 0), ema=not args.raw)
     generator = torch.Generator(device=model.device).manual_seed(derive_seed(args.seed, "cli-sample"))
-    out = model.sample(args.num, sampler=args.sampler, steps=steps, generator=generator, **options)
+    num, cond, columns = _conditioning(args, model, config)
+    out = model.sample(num, sampler=args.sampler, steps=steps, generator=generator, **cond, **options)
     info = data_description(args.run)
+    samples = out.samples
+    if "mask" in cond and len(model.data_shape) == 3:  # show the known part first (the rest mid-grey)
+        samples = torch.cat([_known_display(model, cond["known"], cond["mask"]).to(samples), samples])
+        columns = None
+    if args.prompt is not None:
+        print(f"prompt: {args.prompt!r}")
     path = write_samples(
-        out.samples,
+        samples,
         args.out,
         kind=kind,
         data_shape=tuple(config["data_shape"]),
         num_classes=config["flow"]["config"].get("num_classes"),
         text=is_text(info),
         title=f"{args.sampler}, {out.nfe} NFE",
+        columns=columns,
     )
-    print(f"{args.num} samples with {args.sampler} ({steps} steps): NFE {out.nfe}; wrote {path}")
+    print(f"{num} samples with {args.sampler} ({steps} steps): NFE {out.nfe}; wrote {path}")
     return 0
+
+
+CONDITIONING_ARGS = ("label", "guidance", "inpaint", "mask_rect", "mask", "prompt", "inpaint_method")
+
+
+def _conditioning(args: argparse.Namespace, model: Any, config: dict[str, Any]) -> tuple[int, dict[str, Any], Any]:
+    """Sample count, the conditioning keywords of ``model.sample`` and the grid's columns (one row per label)."""
+    import torch
+
+    from bfn.prompts import image_known, parse_labels, parse_rect, prompt_known
+
+    num, cond, columns = args.num, {}, None
+    if args.label is not None:
+        labels = parse_labels(args.label, model.num_classes)
+        num, columns = args.num * len(labels), args.num
+        cond["labels"] = torch.tensor(labels).repeat_interleave(args.num)
+    if args.guidance is not None:
+        cond["guidance"] = args.guidance
+    if (args.mask_rect is not None or args.mask is not None) and args.inpaint is None:
+        raise ValueError("--mask-rect and --mask go with --inpaint IMAGE")
+    if args.inpaint is not None and args.prompt is not None:
+        raise ValueError("give --inpaint (images) or --prompt (text), not both")
+    if args.inpaint is not None:
+        rect = parse_rect(args.mask_rect) if args.mask_rect is not None else None
+        num_bins = config["flow"]["config"].get("num_bins")
+        cond["known"], cond["mask"] = image_known(
+            args.inpaint, model.data_shape, model.flow.kind, num_bins, rect, args.mask
+        )
+    if args.prompt is not None:
+        if model.flow.kind != "discrete" or len(model.data_shape) != 1:
+            raise ValueError("--prompt needs a text model (discrete data of shape (seq_len,))")
+        cond["known"], cond["mask"] = prompt_known(args.prompt, model.data_shape[0])
+    if args.inpaint_method is not None:
+        if "mask" not in cond:
+            raise ValueError("--inpaint-method goes with --inpaint or --prompt")
+        cond["inpaint"] = args.inpaint_method
+    return num, cond, columns
+
+
+def _known_display(model: Any, known: Any, mask: Any) -> Any:
+    """The known part of an image with the region to fill at the middle grey level (for the grid's first image)."""
+    import torch
+
+    flow = model.flow
+    fill = torch.zeros((), dtype=known.dtype)
+    if flow.kind == "discretised":
+        fill = flow.quantize(fill)
+    return torch.where(mask, known, fill)[None]
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

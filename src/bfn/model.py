@@ -213,10 +213,15 @@ class BFN(nn.Module):
         unconditional prediction (classifier-free guidance, Ho & Salimans, 2022).
         """
         labels = self._check_labels(labels, x.shape[0], x.device)
-        if labels is not None and self.label_dropout > 0:
-            drop = torch.rand(labels.shape, generator=generator, dtype=torch.float64, device=x.device)
-            labels = torch.where(drop < self.label_dropout, torch.full_like(labels, self.num_classes), labels)
+        labels = self.drop_labels(labels, generator) if labels is not None else None
         return self.loss_per_example(x, steps, generator, labels=labels).mean() / self.num_dims
+
+    def drop_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Label dropout: each label replaced by the null label ``num_classes`` with probability ``label_dropout``."""
+        if self.num_classes is None or self.label_dropout == 0:
+            return labels
+        drop = torch.rand(labels.shape, generator=generator, dtype=torch.float64, device=labels.device)
+        return torch.where(drop < self.label_dropout, torch.full_like(labels, self.num_classes), labels)
 
     forward = loss
 
