@@ -29,6 +29,7 @@ from oracles import (
     CorrelatedGaussianDenoiser,
     GaussianDenoiser,
     MixtureDenoiser,
+    TripleTable,
 )
 
 F64 = torch.float64
@@ -146,28 +147,6 @@ def joint_table() -> Tensor:
     """A correlated 3 x 3 x 3 table (3 positions, 3 classes)."""
     table = torch.rand(3, 3, 3, generator=gen(3), dtype=F64) ** 3
     return table / table.sum()
-
-
-class TripleTable(nn.Module):
-    """Exact per-position posterior marginals for three positions with joint table ``P`` (the maths of
-    ``oracles.JointTableDenoiser`` for D = 3, written with einsum so that 10^4 samples stay cheap)."""
-
-    def __init__(self, table: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("table", table)
-
-    def forward(self, theta: Tensor, tau: Tensor) -> Tensor:
-        a, b, c = theta.double().unbind(1)
-        p = self.table
-        marginals = torch.stack(
-            [
-                a * torch.einsum("ijk,bj,bk->bi", p, b, c),
-                b * torch.einsum("ijk,bi,bk->bj", p, a, c),
-                c * torch.einsum("ijk,bi,bj->bk", p, a, b),
-            ],
-            1,
-        )
-        return torch.log(marginals.clamp_min(1e-300)).to(theta.dtype)
 
 
 def test_triple_table_matches_the_generic_oracle():
