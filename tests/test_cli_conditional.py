@@ -143,3 +143,14 @@ def test_image_known_needs_one_mask(tmp_path: Path) -> None:
         image_known(tmp_path / "x.png", (1, 8, 8), "continuous")
     with pytest.raises(ValueError, match="image model"):
         image_known(tmp_path / "x.png", (16,), "discrete", rect=(0, 0, 1, 1))
+
+
+def test_eval_reports_class_accuracy_against_guidance(conditional_run: Path, tmp_path: Path, capsys) -> None:
+    args = ["eval", str(conditional_run), "--max-examples", "16", "--samplers", "bfn-solver++2", "--nfe", "4"]
+    assert main([*args, "--num-samples", "40", "--guidance", "0,2", "--out", str(tmp_path)]) == 0
+    assert "class accuracy of conditional samples" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "class_accuracy.json").read_text())
+    assert [(r["guidance"], r["nfe"]) for r in rows] == [(0.0, 4), (2.0, 4)]  # a guided call counts 2
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    assert main(["eval", str(conditional_run), "--guidance", "1", "--out", str(tmp_path)]) == 1
+    assert "--samplers" in capsys.readouterr().err

@@ -73,6 +73,13 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _str_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
@@ -270,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--nfe", type=_int_list, default=[10], help="comma-separated NFE budgets (default 10)")
     ev.add_argument("--num-samples", type=int, default=500, help="samples per sampler and NFE (default 500)")
+    ev.add_argument(
+        "--guidance",
+        type=_float_list,
+        help="conditional digits model: class accuracy of its samples (the digits classifier) at these "
+        "comma-separated guidance scales, per sampler and NFE (50 samples per class)",
+    )
     ev.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     ev.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -503,9 +516,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "weights": "raw" if args.raw else "ema",
         "out": str(args.out or args.run),
     }
+    if args.guidance is not None:
+        settings["guidance"] = args.guidance
     _print_json("resolved evaluation settings", settings)
     if args.dry_run:
         return 0
+    if args.guidance is not None:
+        _check_guidance_eval(args)
     report = evaluate_run(
         args.run,
         split=args.split,
@@ -525,7 +542,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(report.table())
         if report.plot is not None:
             print(f"plot: {report.plot}")
+    if args.guidance is not None:
+        _guidance_table(args)
     return 0
+
+
+def _check_guidance_eval(args: argparse.Namespace) -> None:
+    from bfn.checkpoint import read_config
+
+    config = read_config(args.run)
+    if config.get("num_classes") is None:
+        raise ValueError("--guidance needs a class-conditional model (trained with --conditional)")
+    if config.get("train", {}).get("data") != "digits":
+        raise ValueError("--guidance reports class accuracy with the digits classifier: a digits model is needed")
+    if not args.samplers:
+        raise ValueError("--guidance needs --samplers (and --nfe) to sample with")
+
+
+def _guidance_table(args: argparse.Namespace) -> None:
+    """Class accuracy against guidance (digits classifier); prints a table and writes class_accuracy.json."""
+    from bfn import BFN
+    from bfn.metrics import load_classifier
+    from bfn.metrics.conditional import guidance_accuracy
+    from bfn.training import _pick_device
+
+    model = BFN.from_pretrained(args.run, map_location=_pick_device(args.device, 0), ema=not args.raw)
+    classifier = load_classifier("digits").eval().to(model.device)
+    rows = [
+        row
+        for sampler in args.samplers
+        for nfe in args.nfe
+        for row in guidance_accuracy(model, classifier, sampler, nfe, args.guidance, seed=args.seed)
+    ]
+    print("\nclass accuracy of conditional samples (digits classifier):")
+    print("| sampler | NFE | guidance | class accuracy |\n|---|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row.sampler} | {row.nfe} | {row.guidance:g} | {row.accuracy:.3f} |")
+    out = Path(args.out or args.run) / "class_accuracy.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps([row.__dict__ for row in rows], indent=1))
+    print(f"wrote {out}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
