@@ -154,3 +154,9 @@ def test_eval_reports_class_accuracy_against_guidance(conditional_run: Path, tmp
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
     assert main(["eval", str(conditional_run), "--guidance", "1", "--out", str(tmp_path)]) == 1
     assert "--samplers" in capsys.readouterr().err
+
+
+def test_nfe_budget_counts_guided_calls_twice(conditional_run: Path, tmp_path: Path, capsys) -> None:
+    args = ["sample", str(conditional_run), "--label", "2", "--guidance", "3", "--nfe", "10", "--num", "2"]
+    assert main([*args, "--out", str(tmp_path / "s.pt")]) == 0
+    assert "NFE 10" in capsys.readouterr().out

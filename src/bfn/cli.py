@@ -409,7 +409,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     config = read_config(args.run)
     kind = config["flow"]["kind"]
     options = _sampler_options(args)
-    steps = steps_for_nfe(args.sampler, kind, args.nfe, **options) if args.nfe is not None else args.steps
+    guided = args.label is not None and args.guidance not in (None, 0.0, 1.0)  # a guided call is 2 evaluations
+    nfe = args.nfe // 2 if guided and args.nfe is not None else args.nfe
+    steps = steps_for_nfe(args.sampler, kind, max(nfe, 1), **options) if nfe is not None else args.steps
     settings = {
         "run": str(args.run),
         "sampler": args.sampler,

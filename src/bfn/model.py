@@ -267,6 +267,7 @@ class BFN(nn.Module):
 
         Returns a :class:`~bfn.sampling.SampleOutput` with ``samples`` (continuous: floats in [-1, 1];
         discretised: bin centres; discrete: class indices) and ``nfe``, the network calls actually made.
+        Conditioning: ``labels``, ``guidance``, ``known``, ``mask``, ``inpaint`` (see :func:`bfn.sampling.sample`).
         """
         from bfn.sampling import sample
 
