@@ -60,16 +60,7 @@ class BFN(nn.Module):
         shape = (data_shape,) if isinstance(data_shape, int) else tuple(int(d) for d in data_shape)
         if not shape or any(d < 1 for d in shape):
             raise ValueError(f"data_shape must be a non-empty tuple of positive sizes, got {data_shape!r}")
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)):
-            raise ValueError(f"num_classes must be an integer >= 1 or None, got {num_classes!r}")
-        if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1 or None, got {num_classes!r}")
-        if (
-            isinstance(label_dropout, bool)
-            or not isinstance(label_dropout, (int, float))
-            or not 0 <= label_dropout <= 1
-        ):
-            raise ValueError(f"label_dropout must lie in [0, 1], got {label_dropout!r}")
+        _check_conditional(num_classes, label_dropout)
         self.net = net
         self.flow = flow
         self.data_shape = shape
@@ -158,9 +149,9 @@ class BFN(nn.Module):
             return None
         if isinstance(labels, Tensor) and labels.ndim == 0:
             raise ValueError(f"labels must have shape ({batch},), got a scalar tensor")
-        from bfn.sampling.conditioning import _check_labels
+        from bfn.sampling.conditioning import check_labels
 
-        return _check_labels(labels, self.num_classes, batch, device)
+        return check_labels(labels, self.num_classes, batch, device)
 
     @staticmethod
     def _check_steps(steps: int | None) -> None:
@@ -298,6 +289,15 @@ class BFN(nn.Module):
         from bfn.checkpoint import load_pretrained
 
         return load_pretrained(folder, map_location=map_location, ema=ema)
+
+
+def _check_conditional(num_classes: Any, label_dropout: Any) -> None:
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be an integer >= 1 or None, got {num_classes!r}")
+    if isinstance(label_dropout, bool) or not isinstance(label_dropout, (int, float)) or not 0 <= label_dropout <= 1:
+        raise ValueError(f"label_dropout must lie in [0, 1], got {label_dropout!r}")
 
 
 def bits_per_dim(nll: Tensor | float, data_shape: tuple[int, ...] | int) -> Tensor | float:

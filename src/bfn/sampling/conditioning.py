@@ -214,7 +214,7 @@ def build_conditioning(
     device = torch.device(device) if device is not None else model.device
     dtype = dtype or model.state_dtype()
     null = getattr(model, "num_classes", None)
-    label_tensor = _check_labels(labels, null, batch, device)
+    label_tensor = check_labels(labels, null, batch, device)
     if guidance is not None and label_tensor is None:
         raise ValueError("guidance needs labels (classifier-free guidance mixes the conditional and null outputs)")
     scale = 1.0 if guidance is None else _check_guidance(guidance)
@@ -226,7 +226,8 @@ def build_conditioning(
     return Conditioning(label_tensor, scale, null, known_t, mask_t, inpaint)  # type: ignore[arg-type]
 
 
-def _check_labels(labels: Any, null: int | None, batch: int, device: torch.device) -> Tensor | None:
+def check_labels(labels: Any, null: int | None, batch: int, device: torch.device | str) -> Tensor | None:
+    """``labels`` (an int or a ``(batch,)`` integer tensor in ``0..null``) as a long tensor; ``ValueError`` else."""
     if labels is None:
         return None
     if null is None:
