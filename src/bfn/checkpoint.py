@@ -200,14 +200,21 @@ def read_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def model_config(model: BFN, net_name: str, net_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What :func:`build_model` needs to rebuild ``model``: flow kind and config, data shape, network spec."""
-    return {
+    """What :func:`build_model` needs to rebuild ``model``: flow kind and config, data shape, network spec.
+
+    A class-conditional model also stores ``num_classes`` and ``label_dropout`` (absent for unconditional ones).
+    """
+    config = {
         "format": "bfn",
         "version": FORMAT_VERSION,
         "flow": {"kind": model.flow.kind, "config": model.flow.config()},
         "data_shape": list(model.data_shape),
         "net": {"name": net_name, "options": dict(net_options or {})},
     }
+    if getattr(model, "num_classes", None) is not None:
+        config["num_classes"] = model.num_classes
+        config["label_dropout"] = model.label_dropout
+    return config
 
 
 def build_model(config: Mapping[str, Any]) -> BFN:
@@ -223,7 +230,9 @@ def build_model(config: Mapping[str, Any]) -> BFN:
     flow = flow_from_config(config["flow"]["kind"], dict(config["flow"]["config"]))
     data_shape = tuple(int(d) for d in config["data_shape"])
     name, options = config["net"]["name"], dict(config["net"].get("options") or {})
-    return BFN(build_net(name, data_shape, flow.input_channels, flow.output_channels, **options), flow, data_shape)
+    net = build_net(name, data_shape, flow.input_channels, flow.output_channels, **options)
+    conditional = {k: config[k] for k in ("num_classes", "label_dropout") if config.get(k) is not None}
+    return BFN(net, flow, data_shape, **conditional)
 
 
 def _net_spec(model: BFN, net_name: str | None, net_options: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:

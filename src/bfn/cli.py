@@ -25,6 +25,10 @@ EXAMPLES = """examples:
   bfn train --resume --out runs/digits --steps 8000
   torchrun --standalone --nproc_per_node=2 -m bfn train --data digits --batch-size 64 --out runs/ddp
   bfn sample runs/digits --steps 10 --num 64 --out samples.png      # sampler auto: 10 network calls
+  bfn train --data digits --conditional --out runs/digits-cond
+  bfn sample runs/digits-cond --label all --guidance 2 --num 8 --out per-digit.png
+  bfn sample runs/digits --inpaint digit.png --mask-rect 0,4,8,8 --num 16 --out completed.png
+  bfn sample runs/kjv --prompt "in the beginning ___ created the heaven" --num 4 --out filled.txt
   bfn eval runs/digits --samplers bfn,bfn-solver++2 --nfe 5,10,20
 """
 
@@ -67,6 +71,13 @@ def _int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _str_list(text: str) -> list[str]:
@@ -174,6 +185,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="mixed precision: bf16 (CPU or GPU; the value when only --amp is given) or fp16 (GPU, "
         "with a gradient scaler); default off",
     )
+    net.add_argument(
+        "--conditional",
+        action="store_true",
+        default=None,
+        help="class-conditional model on the data's labels (digits, mnist, fashion-mnist, cifar10), "
+        "for classifier-free guidance",
+    )
+    net.add_argument("--label-dropout", type=float, help="--conditional: share of null labels in training (0.1)")
     run = p.add_argument_group("run")
     run.add_argument("--out", help="run folder (default runs/<data>-<flow>)")
     run.add_argument(
@@ -255,6 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="any other sampler option, e.g. categorical=false (repeatable)",
     )
+    cond = sample.add_argument_group("conditioning")
+    cond.add_argument("--label", help="conditional model: a class, a comma-separated list or 'all' (a row each)")
+    cond.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 conditional; default 1)")
+    cond.add_argument("--inpaint", type=Path, help="image (PNG) whose known part is kept; the rest is filled in")
+    cond.add_argument("--mask-rect", help="--inpaint: the region to fill, x0,y0,x1,y1 in pixels (x1, y1 exclusive)")
+    cond.add_argument("--mask", type=Path, help="--inpaint: a mask image, white where the image is to be filled")
+    cond.add_argument("--prompt", help="text model: known characters with _ for each one to fill in")
+    cond.add_argument(
+        "--inpaint-method", choices=["certain", "replace"], help="how known values reach the network (certain)"
+    )
     sample.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default 0)")
     sample.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -284,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--nfe", type=_int_list, default=[10], help="comma-separated NFE budgets (default 10)")
     ev.add_argument("--num-samples", type=int, default=500, help="samples per sampler and NFE (default 500)")
+    ev.add_argument(
+        "--guidance",
+        type=_float_list,
+        help="conditional digits model: class accuracy of its samples (the digits classifier) at these "
+        "comma-separated guidance scales, per sampler and NFE (50 samples per class)",
+    )
     ev.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     ev.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -336,6 +371,7 @@ TRAIN_FIELDS = {
     "resume": "resume", "val_every": "val_every", "val_examples": "val_examples", "ckpt_every": "ckpt_every",
     "device": "device", "seed": "seed", "num_workers": "num_workers", "progress": "progress",
 }  # fmt: skip
+TRAIN_FIELDS.update(conditional="conditional", label_dropout="label_dropout")
 
 
 def train_config_from_args(args: argparse.Namespace) -> Any:
@@ -457,13 +493,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _check_count(args.steps, "--steps")
     _check_count(args.nfe, "--nfe")
     _check_count(args.num, "--num")
+    guided = args.label is not None and args.guidance not in (None, 0.0, 1.0)  # a guided call is 2 evaluations
+    nfe = args.nfe // 2 if guided and args.nfe is not None else args.nfe
     name, checked = args.sampler, options
     if args.sampler == AUTO:  # check the configuration auto resolves to
-        name, _, checked = resolve_auto(kind, args.nfe or args.steps or 10, options)
+        name, _, checked = resolve_auto(kind, nfe or args.steps or 10, options)
     resolve_options(name, get_sampler(name, kind), kind, checked)  # every option, before work
     _check_sample_out(args.out, config, is_text(data_description(args.run)))
     device = _pick_device(args.device, 0)
-    steps = steps_for_nfe(args.sampler, kind, args.nfe, **options) if args.nfe is not None else (args.steps or 10)
+    steps = steps_for_nfe(args.sampler, kind, max(nfe, 1), **options) if nfe is not None else (args.steps or 10)
     settings = {
         "run": str(args.run),
         "sampler": args.sampler,
@@ -474,29 +512,87 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "weights": "raw" if args.raw else "ema",
         "out": str(args.out),
     }
+    conditioning = {k: getattr(args, k) for k in CONDITIONING_ARGS if getattr(args, k) is not None}
+    settings.update({k: str(v) for k, v in conditioning.items()})
     _print_json("resolved sampling settings", settings, args.dry_run)
     if args.dry_run:
         return 0
     model = BFN.from_pretrained(args.run, map_location=device, ema=not args.raw)
     generator = torch.Generator(device=model.device).manual_seed(derive_seed(args.seed, "cli-sample"))
+    num, cond, columns = _conditioning(args, model, config)
     from tqdm import tqdm
 
     with tqdm(total=steps, unit="step", desc=args.sampler, leave=False, disable=not sys.stderr.isatty()) as bar:
         progress = {"callback": lambda info: bar.update(1)} if not bar.disable else {}
-        out = model.sample(args.num, sampler=args.sampler, steps=steps, generator=generator, **options, **progress)
+        out = model.sample(num, sampler=args.sampler, steps=steps, generator=generator, **cond, **options, **progress)
     info = data_description(args.run)
+    samples = out.samples
+    if "mask" in cond and len(model.data_shape) == 3:  # show the known part first (the rest mid-grey)
+        samples = torch.cat([_known_display(model, cond["known"], cond["mask"]).to(samples), samples])
+        columns = None
+    if args.prompt is not None:
+        print(f"prompt: {args.prompt!r}")
     path = write_samples(
-        out.samples,
+        samples,
         args.out,
         kind=kind,
         data_shape=tuple(config["data_shape"]),
         num_classes=config["flow"]["config"].get("num_classes"),
         text=is_text(info),
         title=f"{args.sampler}, {out.nfe} NFE",
+        columns=columns,
     )
     ran = out.sampler if out.sampler == args.sampler else f"{args.sampler} = {out.sampler} {out.options}"
-    print(f"{args.num} samples with {ran} ({out.steps} steps): NFE {out.nfe}; wrote {path}")
+    print(f"{num} samples with {ran} ({out.steps} steps): NFE {out.nfe}; wrote {path}")
     return 0
+
+
+CONDITIONING_ARGS = ("label", "guidance", "inpaint", "mask_rect", "mask", "prompt", "inpaint_method")
+
+
+def _conditioning(args: argparse.Namespace, model: Any, config: dict[str, Any]) -> tuple[int, dict[str, Any], Any]:
+    """Sample count, the conditioning keywords of ``model.sample`` and the grid's columns (one row per label)."""
+    import torch
+
+    from bfn.prompts import image_known, parse_labels, parse_rect, prompt_known
+
+    num, cond, columns = args.num, {}, None
+    if args.label is not None:
+        labels = parse_labels(args.label, model.num_classes)
+        num, columns = args.num * len(labels), args.num
+        cond["labels"] = torch.tensor(labels).repeat_interleave(args.num)
+    if args.guidance is not None:
+        cond["guidance"] = args.guidance
+    if (args.mask_rect is not None or args.mask is not None) and args.inpaint is None:
+        raise ValueError("--mask-rect and --mask go with --inpaint IMAGE")
+    if args.inpaint is not None and args.prompt is not None:
+        raise ValueError("give --inpaint (images) or --prompt (text), not both")
+    if args.inpaint is not None:
+        rect = parse_rect(args.mask_rect) if args.mask_rect is not None else None
+        num_bins = config["flow"]["config"].get("num_bins")
+        cond["known"], cond["mask"] = image_known(
+            args.inpaint, model.data_shape, model.flow.kind, num_bins, rect, args.mask
+        )
+    if args.prompt is not None:
+        if model.flow.kind != "discrete" or len(model.data_shape) != 1:
+            raise ValueError("--prompt needs a text model (discrete data of shape (seq_len,))")
+        cond["known"], cond["mask"] = prompt_known(args.prompt, model.data_shape[0])
+    if args.inpaint_method is not None:
+        if "mask" not in cond:
+            raise ValueError("--inpaint-method goes with --inpaint or --prompt")
+        cond["inpaint"] = args.inpaint_method
+    return num, cond, columns
+
+
+def _known_display(model: Any, known: Any, mask: Any) -> Any:
+    """The known part of an image with the region to fill at the middle grey level (for the grid's first image)."""
+    import torch
+
+    flow = model.flow
+    fill = torch.zeros((), dtype=known.dtype)
+    if flow.kind == "discretised":
+        fill = flow.quantize(fill)
+    return torch.where(mask, known, fill)[None]
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -528,6 +624,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "weights": "raw" if args.raw else "ema",
         "out": str(args.out or args.run),
     }
+    if args.guidance is not None:
+        _check_guidance_eval(args)
+        settings["guidance"] = args.guidance
     _print_json("resolved evaluation settings", settings, args.dry_run)
     if args.dry_run:
         return 0
@@ -552,7 +651,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(report.table())
         if report.plot is not None:
             print(f"plot: {report.plot}")
+    if args.guidance is not None:
+        _guidance_table(args)
     return 0
+
+
+def _check_guidance_eval(args: argparse.Namespace) -> None:
+    from bfn.checkpoint import read_config
+
+    config = read_config(args.run)
+    if config.get("num_classes") is None:
+        raise ValueError("--guidance needs a class-conditional model (trained with --conditional)")
+    if config.get("train", {}).get("data") != "digits":
+        raise ValueError("--guidance reports class accuracy with the digits classifier: a digits model is needed")
+    if not args.samplers:
+        raise ValueError("--guidance needs --samplers (and --nfe) to sample with")
+
+
+def _guidance_table(args: argparse.Namespace) -> None:
+    """Class accuracy against guidance (digits classifier); prints a table and writes class_accuracy.json."""
+    from bfn import BFN
+    from bfn.metrics import load_classifier
+    from bfn.metrics.conditional import guidance_accuracy
+    from bfn.training import _pick_device
+
+    model = BFN.from_pretrained(args.run, map_location=_pick_device(args.device, 0), ema=not args.raw)
+    classifier = load_classifier("digits").eval().to(model.device)
+    rows = [
+        row
+        for sampler in args.samplers
+        for nfe in args.nfe
+        for row in guidance_accuracy(model, classifier, sampler, nfe, args.guidance, seed=args.seed)
+    ]
+    print("\nclass accuracy of conditional samples (digits classifier):")
+    print("| sampler | NFE | guidance | class accuracy |\n|---|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row.sampler} | {row.nfe} | {row.guidance:g} | {row.accuracy:.3f} |")
+    out = Path(args.out or args.run) / "class_accuracy.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps([row.__dict__ for row in rows], indent=1))
+    print(f"wrote {out}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

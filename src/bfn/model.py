@@ -41,17 +41,29 @@ class BFN(nn.Module):
     ``DiscreteFlow``              ``theta``, ``(B, *S, K)``  logits, ``(B, *S, K)``
     ============================  =========================  ============================================
 
-    and ``tau`` of shape ``(B,)`` in the input's dtype (BFN time: 0 = prior, 1 = data).
+    and ``tau`` of shape ``(B,)`` in the input's dtype (BFN time: 0 = prior, 1 = data). A class-conditional
+    model (``num_classes=C``) calls ``net(params, tau, labels)`` with ``labels`` a ``(B,)`` long tensor in
+    ``0..C``; ``C`` is the null label (unconditional), used when no labels are given (see
+    :mod:`bfn.sampling.conditioning` for classifier-free guidance and inpainting).
 
     Args:
         net: any ``nn.Module`` (or callable) of the contract above.
         flow: the data kind's flow.
         data_shape: shape of one example, without the batch (and, for discrete data, the class) dimension.
         dtype: floating dtype for discrete states when the network has no parameters to infer it from.
+        num_classes: number of classes ``C`` of a class-conditional model (``None``: unconditional).
+        label_dropout: probability with which :meth:`loss` replaces a label by the null label ``C``.
     """
 
     def __init__(
-        self, net: nn.Module, flow: Flow, data_shape: tuple[int, ...] | int, dtype: torch.dtype | None = None
+        self,
+        net: nn.Module,
+        flow: Flow,
+        data_shape: tuple[int, ...] | int,
+        dtype: torch.dtype | None = None,
+        *,
+        num_classes: int | None = None,
+        label_dropout: float = 0.1,
     ) -> None:
         super().__init__()
         if net is None or not callable(net):
@@ -60,10 +72,13 @@ class BFN(nn.Module):
             raise ValueError(f"flow must be a bfn Flow (ContinuousFlow, ...), got {type(flow).__name__}")
         shape = check_data_shape(data_shape)
         dtype = check_dtype(dtype)
+        _check_conditional(num_classes, label_dropout)
         self.net = net
         self.flow = flow
         self.data_shape = shape
         self._dtype = dtype
+        self.num_classes = num_classes
+        self.label_dropout = float(label_dropout)
 
     # ----------------------------------------------------------------------------------------------- basics
     @property
@@ -98,14 +113,24 @@ class BFN(nn.Module):
             return x.dtype
         return self.dtype
 
-    def call_net(self, state: Tensor, tau: Tensor) -> Tensor:
-        """Run the network on a state at BFN times ``tau`` (shape ``(B,)`` or scalar) and check its output."""
+    def call_net(self, state: Tensor, tau: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Run the network on a state at BFN times ``tau`` (shape ``(B,)`` or scalar) and check its output.
+
+        A conditional model passes ``labels`` (``(B,)`` long; the null label ``num_classes`` when ``None``).
+        """
         inputs = self.flow.net_input(state)
         batch = state.shape[0]
         tau = as_f64(tau, state.device)
         if tau.ndim == 0:
             tau = tau.expand(batch)
-        out = self.net(inputs, tau.to(inputs.dtype))
+        if self.num_classes is None:
+            if labels is not None:
+                raise ValueError("labels given, but the model is unconditional (build it with BFN(..., num_classes=C))")
+            out = self.net(inputs, tau.to(inputs.dtype))
+        else:
+            if labels is None:
+                labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=state.device)
+            out = self.net(inputs, tau.to(inputs.dtype), labels)
         expected = (batch, *self.flow.output_shape(self.data_shape))
         if not isinstance(out, Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -113,16 +138,36 @@ class BFN(nn.Module):
         check_finite_output(out, f"network output ({type(self.net).__name__}, {type(self.flow).__name__})")
         return out
 
-    def denoise(self, state: Tensor, t: Tensor | float) -> Tensor:
-        """Data prediction ``x0_hat`` in state space at *solver* time ``t`` (one network call)."""
+    def denoise(self, state: Tensor, t: Tensor | float, **conditioning: Any) -> Tensor:
+        """Data prediction ``x0_hat`` in state space at *solver* time ``t`` (one network call, two when guided).
+
+        ``conditioning``: ``labels``, ``guidance``, ``known``, ``mask``, ``inpaint`` as for :meth:`sample`
+        (see :func:`bfn.sampling.conditioning.build_conditioning`).
+        """
         tau = flip_clock(as_f64(t, state.device))
-        return self.flow.data_prediction(self.call_net(state, tau), state, tau)
+        if not conditioning:
+            return self.flow.data_prediction(self.call_net(state, tau), state, tau)
+        from bfn.sampling.conditioning import build_conditioning
+
+        cond = build_conditioning(self, state.shape[0], dtype=state.dtype, device=state.device, **conditioning)
+        if cond is None:
+            return self.flow.data_prediction(self.call_net(state, tau), state, tau)
+        return cond.prediction(self.flow, self.flow.data_prediction(cond.net_out(self, state, tau), state, tau))
 
     def _check(self, x: Tensor) -> Tensor:
         """Validate a data batch; discrete class indices of any integer dtype come back as ``torch.long``."""
         check_batch(x, "x")
         self.flow.check_data(x, self.data_shape)
         return x.long() if self.flow.kind == "discrete" and x.dtype != torch.long else x
+
+    def _check_labels(self, labels: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
+        if labels is None:
+            return None
+        if isinstance(labels, Tensor) and labels.ndim == 0:
+            raise ValueError(f"labels must have shape ({batch},), got a scalar tensor")
+        from bfn.sampling.conditioning import check_labels
+
+        return check_labels(labels, self.num_classes, batch, device)
 
     @staticmethod
     def _check_steps(steps: int | None) -> int | None:
@@ -137,15 +182,18 @@ class BFN(nn.Module):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         mc_samples: int = 1,
+        labels: Tensor | None = None,
     ) -> Tensor:
         """Single-sample estimate of ``L_inf(x)`` (``steps=None``) or ``L_n(x)`` in nats per example, ``(B,)``.
 
-        Each example gets its own time: ``tau ~ U(0, 1)``, or ``i ~ U{1..n}`` and ``tau = (i - 1)/n``.
+        Each example gets its own time: ``tau ~ U(0, 1)``, or ``i ~ U{1..n}`` and ``tau = (i - 1)/n``. A conditional
+        model takes ``labels`` ``(B,)`` in ``0..C`` (``None``: the null label ``C``); no label dropout here.
         """
         x = self._check(x)
         steps = self._check_steps(steps)
         mc_samples = check_int(mc_samples, "mc_samples", 1, MAX_REPEATS)
         check_generator(generator, x.device)
+        labels = self._check_labels(labels, x.shape[0], x.device)
         batch, device = x.shape[0], x.device
         if batch == 0:
             return torch.zeros(0, dtype=self.state_dtype(x), device=device)
@@ -158,16 +206,37 @@ class BFN(nn.Module):
             tau = i / steps
             alpha = self.flow.step_accuracies(steps).to(device)[i.long()]
         state = self.flow.flow_state(x, tau, generator, dtype=dtype)
-        out = self.call_net(state, tau)
+        out = self.call_net(state, tau, labels)
         if steps is None:
             return self.flow.continuous_time_loss(out, x, state, tau)
         return self.flow.discrete_time_loss(out, x, state, tau, alpha, steps, generator, mc_samples=mc_samples)
 
-    def loss(self, x: Tensor, steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Training loss: ``L_inf`` (or ``L_n`` with ``steps=n``) in nats per data element, averaged over the batch."""
+    def loss(
+        self,
+        x: Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
+    ) -> Tensor:
+        """Training loss: ``L_inf`` (or ``L_n`` with ``steps=n``) in nats per data element, averaged over the batch.
+
+        A conditional model trains on ``labels`` ``(B,)``, each replaced by the null label ``C`` with probability
+        ``label_dropout`` (drawn from ``generator``), so that one network learns the conditional and the
+        unconditional prediction (classifier-free guidance, Ho & Salimans, 2022).
+        """
         if isinstance(x, Tensor) and x.ndim >= 1 and x.shape[0] == 0:
             raise ValueError("x is an empty batch (shape[0] == 0); the mean loss of no examples is undefined")
-        return self.loss_per_example(x, steps, generator).mean() / self.num_dims
+        check_batch(x, "x")
+        labels = self._check_labels(labels, x.shape[0], x.device)
+        labels = self.drop_labels(labels, generator) if labels is not None else None
+        return self.loss_per_example(x, steps, generator, labels=labels).mean() / self.num_dims
+
+    def drop_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Label dropout: each label replaced by the null label ``num_classes`` with probability ``label_dropout``."""
+        if self.num_classes is None or self.label_dropout == 0:
+            return labels
+        drop = torch.rand(labels.shape, generator=generator, dtype=torch.float64, device=labels.device)
+        return torch.where(drop < self.label_dropout, torch.full_like(labels, self.num_classes), labels)
 
     forward = loss
 
@@ -222,6 +291,7 @@ class BFN(nn.Module):
         (default 100). Returns a :class:`~bfn.sampling.SampleOutput` with ``samples`` (continuous: floats in [-1, 1];
         discretised: bin centres; discrete: class indices), ``nfe``, the network calls actually made, and
         ``sampler`` / ``steps`` / ``options``, the configuration that ran.
+        Conditioning: ``labels``, ``guidance``, ``known``, ``mask``, ``inpaint`` (see :func:`bfn.sampling.sample`).
         """
         from bfn.sampling import sample
 
@@ -252,6 +322,15 @@ class BFN(nn.Module):
         from bfn.checkpoint import load_pretrained
 
         return load_pretrained(folder, map_location=map_location, ema=ema)
+
+
+def _check_conditional(num_classes: Any, label_dropout: Any) -> None:
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be an integer >= 1 or None, got {num_classes!r}")
+    if isinstance(label_dropout, bool) or not isinstance(label_dropout, (int, float)) or not 0 <= label_dropout <= 1:
+        raise ValueError(f"label_dropout must lie in [0, 1], got {label_dropout!r}")
 
 
 def bits_per_dim(nll: Tensor | float, data_shape: tuple[int, ...] | int) -> Tensor | float:

@@ -12,6 +12,9 @@ for categorical data (Graves et al., 2023, sec. 4-6; Xue et al., ICML 2024, sec.
   table over positions (logits for :class:`~bfn.DiscreteFlow`).
 * :class:`ExactBinPosteriorFlow`: a discretised flow whose output distribution is the exact bin posterior.
 * :class:`ZeroNet`: zeros of the contract's shape (the constant predictor of the losses' closed forms).
+* Conditional generation: :class:`ConditionalNet` (one oracle per label, the last for the null label),
+  :class:`CorrelatedGaussianDenoiser` (correlated Gaussian examples), :class:`BinaryBinTableNet` (a joint table of
+  two-bin discretised data) and :class:`TripleTable` (a joint table over three discrete positions).
 
 Example::
 
@@ -31,11 +34,15 @@ from bfn.flows import ContinuousFlow, DiscretisedFlow
 from bfn.flows.continuous import T_MIN
 
 __all__ = [
+    "BinaryBinTableNet",
     "CategoricalDenoiser",
+    "ConditionalNet",
+    "CorrelatedGaussianDenoiser",
     "ExactBinPosteriorFlow",
     "GaussianDenoiser",
     "JointTableDenoiser",
     "MixtureDenoiser",
+    "TripleTable",
     "ZeroNet",
     "gaussian_entropy",
     "mixture_sample",
@@ -187,3 +194,106 @@ class ZeroNet(nn.Module):
 def gaussian_entropy(s: float) -> float:
     """Differential entropy of ``N(m, s^2)`` in nats."""
     return 0.5 * math.log(2 * math.pi * math.e * s**2)
+
+
+# ------------------------------------------------------------------------------------ conditional oracles
+class ConditionalNet(nn.Module):
+    """A class-conditional network ``net(params, tau, labels)`` from one exact oracle per label.
+
+    ``nets[c]`` answers for label ``c``; the last one answers for the null label ``C = len(nets) - 1``.
+    """
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, inputs: Tensor, tau: Tensor, labels: Tensor) -> Tensor:
+        outs = [net(inputs, tau) for net in self.nets]
+        out = torch.stack(outs, 0)  # (C + 1, B, ...)
+        index = labels.reshape(1, -1, *([1] * (out.ndim - 2))).expand(1, *out.shape[1:])
+        return out.gather(0, index).squeeze(0)
+
+
+class CorrelatedGaussianDenoiser(_ContinuousOracle):
+    """Exact ``E[x | mu]`` for ``x ~ N(m, Sigma)`` over the ``D`` elements of an example (data shape ``(D,)``).
+
+    ``mu ~ N(gamma x, gamma (1 - gamma) I)`` given ``x``, so
+    ``x_hat = m + gamma Sigma (gamma^2 Sigma + gamma (1 - gamma) I)^-1 (mu - gamma m)``.
+    """
+
+    def __init__(self, flow: ContinuousFlow, mean: list[float], cov: list[list[float]]) -> None:
+        super().__init__(flow)
+        self.register_buffer("m", torch.tensor(mean, dtype=torch.float64))
+        self.register_buffer("cov", torch.tensor(cov, dtype=torch.float64))
+
+    def x_hat(self, mu: Tensor, gamma: Tensor) -> Tensor:
+        g = gamma.reshape(-1, 1, 1)
+        eye = torch.eye(self.m.numel(), dtype=torch.float64, device=mu.device)
+        a = g**2 * self.cov + g * (1.0 - g) * eye
+        r = (mu - gamma * self.m).unsqueeze(-1)
+        return self.m + (g * self.cov @ torch.linalg.solve(a, r)).squeeze(-1)
+
+
+class BinaryBinTableNet(nn.Module):
+    """Exact network for discretised data on ``K = 2`` bins with a joint table ``P`` of shape ``(2,) * D``.
+
+    The exact output distribution is the posterior marginal ``p_d = P(bin_d = 1 | mu)`` of
+    ``w(k) ~ P(k) prod_d N(mu_d; gamma c_{k_d}, gamma (1 - gamma))``. With two bins (edge at 0) the flow's
+    Gaussian output ``N(mu_x, 1)`` represents it exactly with ``mu_x = Phi^-1(p_d)``; the network returns the
+    ``(mu_eps, log sigma_eps)`` that give that ``mu_x`` and ``sigma_x = 1``.
+    """
+
+    def __init__(self, flow: DiscretisedFlow, table: Tensor) -> None:
+        super().__init__()
+        if flow.num_bins != 2:
+            raise ValueError("BinaryBinTableNet needs a flow with 2 bins")
+        self.flow = flow
+        self.register_buffer("log_p", torch.log(table.to(torch.float64)))
+
+    def forward(self, mu: Tensor, tau: Tensor) -> Tensor:
+        mu64 = mu.to(torch.float64)
+        tau64 = tau.to(torch.float64).clamp_min(T_MIN)
+        gamma = _gamma(self.flow, tau64, mu64)
+        var = gamma * (1.0 - gamma)
+        centres = self.flow.bin_centres(torch.float64, mu.device)  # (2,)
+        # log N(mu_d; gamma c_k, var) per position and bin, (B, D, 2)
+        log_lik = -0.5 * (mu64.unsqueeze(-1) - gamma.unsqueeze(-1) * centres) ** 2 / var.unsqueeze(-1)
+        num_pos = mu.shape[1]
+        log_w = self.log_p.unsqueeze(0).clone()
+        for d in range(num_pos):
+            shape = [mu.shape[0]] + [1] * num_pos
+            shape[d + 1] = 2
+            log_w = log_w + log_lik[:, d].reshape(shape)
+        p1 = []
+        for d in range(num_pos):
+            other = tuple(i + 1 for i in range(num_pos) if i != d)
+            marg = torch.logsumexp(log_w, dim=other) if other else log_w
+            p1.append(torch.softmax(marg, dim=-1)[:, 1])
+        p = torch.stack(p1, 1).clamp(1e-12, 1.0 - 1e-12)
+        mu_x = torch.special.ndtri(p)
+        scale = torch.sqrt((1.0 - gamma) / gamma)
+        mu_eps = (mu64 / gamma - mu_x) / scale
+        log_sigma_eps = -torch.log(scale).expand_as(mu_eps)
+        return torch.stack([mu_eps, log_sigma_eps], -1).to(mu.dtype)
+
+
+class TripleTable(nn.Module):
+    """Exact per-position posterior marginals for three positions with joint table ``P`` (the maths of
+    :class:`JointTableDenoiser` for D = 3, written with einsum so that 10^4 samples stay cheap)."""
+
+    def __init__(self, table: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", table)
+
+    def forward(self, theta: Tensor, tau: Tensor) -> Tensor:
+        a, b, c = theta.double().unbind(1)
+        p = self.table
+        marginals = torch.stack(
+            [
+                a * torch.einsum("ijk,bj,bk->bi", p, b, c),
+                b * torch.einsum("ijk,bi,bk->bj", p, a, c),
+                c * torch.einsum("ijk,bi,bj->bk", p, a, b),
+            ],
+            1,
+        )
+        return torch.log(marginals.clamp_min(1e-300)).to(theta.dtype)

@@ -41,7 +41,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -166,6 +166,8 @@ class TrainConfig:
         progress: show a progress bar (``None``: only on a terminal, rank 0).
         num_workers: DataLoader worker processes (0 keeps data loading in the main process; with workers,
             per-item randomness such as dynamic binarisation is not restored bit-identically on resume).
+        conditional: train a class-conditional model on the data set's labels (digits, MNIST, Fashion-MNIST,
+            CIFAR-10), for classifier-free guidance; label_dropout: share of labels replaced by the null label.
     """
 
     data: str = "digits"
@@ -199,6 +201,8 @@ class TrainConfig:
     resume: bool = False
     progress: bool | None = None
     num_workers: int = 0
+    conditional: bool = False
+    label_dropout: float = 0.1
 
     # ---------------------------------------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
@@ -258,6 +262,10 @@ class TrainConfig:
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.flow != "discrete" and self.binarize:
             raise ValueError("binarize applies to the discrete flow only")
+        if not isinstance(self.conditional, bool):
+            raise ValueError(f"conditional must be True or False, got {self.conditional!r}")
+        if isinstance(self.label_dropout, bool) or not 0 <= self.label_dropout <= 1:
+            raise ValueError(f"label_dropout must lie in [0, 1], got {self.label_dropout!r}")
         self._validate_parts()
 
     def _validate_parts(self) -> None:
@@ -521,13 +529,43 @@ def model_spec(config: TrainConfig, bundle: DataBundle) -> dict[str, Any]:
         flow_config = {"num_bins": bundle.num_bins, "sigma_1": config.sigma_1}
     else:
         flow_config = {"num_classes": bundle.num_classes, "beta_1": config.beta_1}
-    return {
+    spec: dict[str, Any] = {
         "format": "bfn",
         "version": FORMAT_VERSION,
         "flow": {"kind": config.flow, "config": flow_config},
         "data_shape": list(bundle.data_shape),
         "net": {"name": config.net, "options": dict(config.net_options or {})},
     }
+    if config.conditional:
+        num_classes = label_count(bundle)
+        spec["net"]["options"]["num_classes"] = num_classes
+        spec.update(num_classes=num_classes, label_dropout=config.label_dropout)
+    return spec
+
+
+def label_count(bundle: DataBundle) -> int:
+    """Number of classes of a data set's labels (``ValueError`` when it has none)."""
+    if not bundle.labels:
+        raise ValueError(
+            f"conditional training needs class labels; {bundle.info.get('name', 'this data set')} has none "
+            "(labelled: digits, mnist, fashion-mnist, cifar10)"
+        )
+    return int(max(int(y.max()) for y in bundle.labels.values() if y.numel())) + 1
+
+
+class LabelledItems(Dataset):
+    """Items ``(x, y)``: a dataset's items with their class labels (int64)."""
+
+    def __init__(self, items: Dataset, labels: Tensor) -> None:
+        if len(items) != len(labels):  # type: ignore[arg-type]
+            raise ValueError(f"{len(items)} items but {len(labels)} labels")  # type: ignore[arg-type]
+        self.items, self.labels = items, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.items[index], self.labels[index]
 
 
 def _json_safe(value: Any) -> Any:
@@ -549,8 +587,9 @@ class _LocalRows(nn.Module):
         self.net = net
         self.start, self.stop = start, stop
 
-    def forward(self, inputs: Tensor, tau: Tensor) -> Tensor:
-        out = self.net(inputs[self.start : self.stop], tau[self.start : self.stop])
+    def forward(self, inputs: Tensor, tau: Tensor, *labels: Tensor) -> Tensor:
+        rows = slice(self.start, self.stop)
+        out = self.net(inputs[rows], tau[rows], *(y[rows] for y in labels))
         before = out.new_zeros((self.start, *out.shape[1:]))
         after = out.new_zeros((inputs.shape[0] - self.stop, *out.shape[1:]))
         return torch.cat([before, out, after])
@@ -569,13 +608,16 @@ class _GlobalBatchLoss(nn.Module):
         self.world_size = world_size
         self.rows = slice(rank * batch_size, (rank + 1) * batch_size)
         net = model.net if world_size == 1 else _LocalRows(model.net, self.rows.start, self.rows.stop)
-        self.model = BFN(net, model.flow, model.data_shape)
+        conditional = {"num_classes": model.num_classes, "label_dropout": model.label_dropout}
+        self.model = BFN(net, model.flow, model.data_shape, **conditional)
         self.steps = steps
 
-    def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
+    def forward(self, x: Tensor, generator: torch.Generator, labels: Tensor | None = None) -> Tensor:
         if self.world_size > 1:
             x = x.repeat(self.world_size, *([1] * (x.ndim - 1)))
-        per_example = self.model.loss_per_example(x, self.steps, generator)
+            labels = labels.repeat(self.world_size) if labels is not None else None
+        labels = self.model.drop_labels(labels, generator) if labels is not None else None
+        per_example = self.model.loss_per_example(x, self.steps, generator, labels=labels)
         return per_example[self.rows].mean() / self.model.num_dims
 
 
@@ -841,6 +883,9 @@ class _Trainer:
         self.config = config.resolved()
         self.bundle = load_bundle(self.config)
         self.spec = model_spec(self.config, self.bundle)
+        if self.config.conditional:
+            assert self.bundle.labels is not None  # model_spec checked
+            self.bundle.train = LabelledItems(self.bundle.train, self.bundle.labels["train"])
         self._build_model()
         self.loss_generator = torch.Generator(device=ctx.device).manual_seed(derive_seed(self.config.seed, "loss"))
         torch.manual_seed(derive_seed(self.config.seed, "torch", ctx.rank))
@@ -886,7 +931,7 @@ class _Trainer:
         torch.manual_seed(derive_seed(self.config.seed, "init"))
         self.model = build_model(self.spec).to(self.ctx.device).train()
         self.ema = EMA(self.model.net, self.config.ema_decay)
-        self.ema_model = BFN(self.ema.net, self.model.flow, self.model.data_shape)
+        self.ema_model = BFN(self.ema.net, self.model.flow, self.model.data_shape, num_classes=self.model.num_classes)
         self.optimizer = torch.optim.AdamW(
             self.model.net.parameters(),
             lr=self.config.lr,
@@ -982,7 +1027,7 @@ class _Trainer:
         warmup = self.config.warmup
         return self.config.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else self.config.lr
 
-    def _train_step(self, x: Tensor, lr: float) -> tuple[Tensor, float]:
+    def _train_step(self, x: Tensor, lr: float, labels: Tensor | None = None) -> tuple[Tensor, float]:
         """Forward, backward, clip, optimizer and EMA update; returns the local loss and the gradient norm."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -993,7 +1038,7 @@ class _Trainer:
             else nullcontext()
         )
         with autocast:
-            loss = self.loss_module(x, self.loss_generator)
+            loss = self.loss_module(x, self.loss_generator, labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -1076,11 +1121,12 @@ class _Trainer:
             world_size=ctx.world_size,
         )
 
-    def _step(self, batch: Tensor, stop: _StopOnSignal) -> tuple[StepInfo, bool]:
+    def _step(self, batch: Tensor | Sequence[Tensor], stop: _StopOnSignal) -> tuple[StepInfo, bool]:
         """One optimisation step (and validation when due); returns its record and whether to stop now."""
         ctx = self.ctx
         lr = self._lr(self.step)
-        local_loss, grad_norm = self._train_step(batch.to(ctx.device, non_blocking=True), lr)
+        x, labels = (batch[0], batch[1].to(ctx.device)) if isinstance(batch, (list, tuple)) else (batch, None)
+        local_loss, grad_norm = self._train_step(x.to(ctx.device, non_blocking=True), lr, labels)
         # one collective for the global loss and the stop flag (a signal may reach ranks at different steps)
         flag = torch.tensor(1.0 if stop.signum is not None else 0.0)
         shared = ctx.all_reduce_sum(torch.stack([local_loss.float().cpu(), flag]))
@@ -1247,11 +1293,13 @@ def write_samples(
     num_classes: int | None = None,
     text: bool = False,
     title: str = "",
+    columns: int | None = None,
 ) -> Path:
     """Write samples in the format their data and ``path``'s suffix call for; returns the path written.
 
     * ``.pt``: the raw tensor (``torch.save``), for any data.
-    * images (``data_shape = (C, H, W)``, C = 1 or 3): a PNG grid (``.png``; discrete classes map to grey levels).
+    * images (``data_shape = (C, H, W)``, C = 1 or 3): a PNG grid (``.png``; discrete classes map to grey levels)
+      with ``columns`` images per row (default: a square).
     * text: one sample per line (``.txt``).
     * 2-D points: a PNG scatter plot.
     * anything else: the raw tensor.
@@ -1279,7 +1327,7 @@ def write_samples(
         lines = decode_text(samples.reshape(samples.shape[0], -1))
         path.write_text("\n".join(lines) + "\n")
     elif image:
-        _save_image(image_grid(to_images(samples, kind, num_classes)), path)
+        _save_image(image_grid(to_images(samples, kind, num_classes), columns), path)
     else:
         _save_scatter(samples, path, title)
     return path

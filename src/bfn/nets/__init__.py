@@ -1,7 +1,9 @@
 """Reference networks for Bayesian Flow Networks.
 
 Every network is an ``nn.Module`` called as ``net(inputs, t)`` with ``t`` of shape ``(B,)``, BFN time in [0, 1]
-(0 = prior, 1 = data). It is built from ``data_shape`` (one data item, without batch and class dimensions),
+(0 = prior, 1 = data); built with ``num_classes=C`` it is class-conditional, ``net(inputs, t, labels)`` with
+``labels`` ``(B,)`` long in ``0..C`` (``C`` = the null label, for classifier-free guidance).
+It is built from ``data_shape`` (one data item, without batch and class dimensions),
 ``in_channels`` and ``out_channels`` (values per data element); a tensor has a trailing channel dimension iff
 its channel count is > 1:
 

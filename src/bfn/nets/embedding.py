@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TimeEmbedding", "sinusoidal_embedding"]
+__all__ = ["LabelEmbedding", "TimeEmbedding", "sinusoidal_embedding"]
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, *, scale: float = 1000.0, max_period: float = 10000.0) -> Tensor:
@@ -53,6 +53,38 @@ class TimeEmbedding(nn.Module):
     def forward(self, t: Tensor) -> Tensor:
         """Embed times ``t`` of shape ``(B,)``; returns ``(B, dim)``."""
         return self.mlp(sinusoidal_embedding(t, self.num_features))
+
+
+class LabelEmbedding(nn.Module):
+    """Learned class embedding for class-conditional networks, added to the time embedding.
+
+    ``num_classes + 1`` rows: labels ``0..C-1`` and the null label ``C`` (unconditional, used for classifier-free
+    guidance). Shapes: ``labels`` ``(B,)`` long (or ``None``: all null) -> ``(B, dim)``.
+    """
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.embedding = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, labels: Tensor | None, batch_size: int) -> Tensor:
+        """Embed ``labels`` (``None``: the null label for all ``batch_size`` rows); returns ``(B, dim)``."""
+        if labels is None:
+            labels = torch.full((batch_size,), self.num_classes, dtype=torch.long, device=self.embedding.weight.device)
+        if labels.shape != (batch_size,) or labels.dtype != torch.long:
+            raise ValueError(f"labels must be a ({batch_size},) long tensor, got {tuple(labels.shape)} {labels.dtype}")
+        return self.embedding(labels)
+
+
+def add_label_embedding(emb: Tensor, module: LabelEmbedding | None, labels: Tensor | None) -> Tensor:
+    """``emb`` plus the label embedding of a conditional network; an unconditional one refuses labels."""
+    if module is None:
+        if labels is not None:
+            raise ValueError("labels given to an unconditional network (build it with num_classes=C)")
+        return emb
+    return emb + module(labels, emb.shape[0]).to(emb.dtype)
 
 
 def prepare_time(t: Tensor | float, batch_size: int, like: Tensor) -> Tensor:

@@ -8,7 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from bfn.nets.embedding import (
+    LabelEmbedding,
     TimeEmbedding,
+    add_label_embedding,
     check_channels,
     finish_outputs,
     parameter_dtype,
@@ -42,6 +44,8 @@ class MLP(nn.Module):
         depth: number of hidden layers.
         time_dim: width of the time embedding.
         layer_norm: insert a LayerNorm before each hidden activation.
+        num_classes: class-conditional network with this many classes (a label embedding, null label
+            ``num_classes``, added to the time embedding); ``None``: unconditional.
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class MLP(nn.Module):
         depth: int = 3,
         time_dim: int = 64,
         layer_norm: bool = False,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.data_shape = check_channels(data_shape, in_channels, out_channels)
@@ -62,6 +67,7 @@ class MLP(nn.Module):
         self.out_channels = out_channels
         num_elements = math.prod(self.data_shape)
         self.time_embedding = TimeEmbedding(time_dim)
+        self.label_embedding = LabelEmbedding(num_classes, time_dim) if num_classes is not None else None
         layers: list[nn.Module] = []
         width = num_elements * in_channels + time_dim
         for _ in range(depth):
@@ -73,11 +79,12 @@ class MLP(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = zero_module(nn.Linear(hidden, num_elements * out_channels))
 
-    def forward(self, inputs: Tensor, t: Tensor) -> Tensor:
-        """Map ``inputs`` and times ``t`` (shapes in the class docstring) to the network output."""
+    def forward(self, inputs: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Map ``inputs``, times ``t`` and (conditional networks) ``labels`` ``(B,)`` to the network output."""
         batch = inputs.shape[0]
         x = prepare_inputs(inputs, self.data_shape, self.in_channels, parameter_dtype(self))
         emb = self.time_embedding(prepare_time(t, batch, x))
+        emb = add_label_embedding(emb, self.label_embedding, labels)
         h = self.body(torch.cat([x.reshape(batch, -1), emb], dim=-1))
         out = self.head(h).reshape(batch, *self.data_shape, self.out_channels)
         return finish_outputs(out, self.out_channels, inputs.dtype)

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bfn.nets.embedding import (
+    LabelEmbedding,
     TimeEmbedding,
+    add_label_embedding,
     check_channels,
     finish_outputs,
     parameter_dtype,
@@ -82,6 +84,8 @@ class Transformer(nn.Module):
         depth: number of encoder blocks.
         heads: attention heads (must divide ``width``).
         dropout: dropout rate on attention weights and residual branches.
+        num_classes: class-conditional network with this many classes (a label embedding, null label
+            ``num_classes``, added to the time embedding); ``None``: unconditional.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class Transformer(nn.Module):
         depth: int = 4,
         heads: int = 4,
         dropout: float = 0.0,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.data_shape = check_channels(data_shape, in_channels, out_channels)
@@ -104,15 +109,17 @@ class Transformer(nn.Module):
         self.in_proj = nn.Linear(in_channels, width)
         self.pos_embedding = nn.Parameter(torch.randn(self.num_tokens, width) * 0.02)
         self.time_embedding = TimeEmbedding(width)
+        self.label_embedding = LabelEmbedding(num_classes, width) if num_classes is not None else None
         self.blocks = nn.ModuleList(Block(width, heads, dropout) for _ in range(depth))
         self.out_norm = nn.LayerNorm(width)
         self.head = zero_module(nn.Linear(width, out_channels))
 
-    def forward(self, inputs: Tensor, t: Tensor) -> Tensor:
-        """Map ``inputs`` and times ``t`` (shapes in the class docstring) to the network output."""
+    def forward(self, inputs: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Map ``inputs``, times ``t`` and (conditional networks) ``labels`` ``(B,)`` to the network output."""
         batch = inputs.shape[0]
         x = prepare_inputs(inputs, self.data_shape, self.in_channels, parameter_dtype(self))
         emb = self.time_embedding(prepare_time(t, batch, x))
+        emb = add_label_embedding(emb, self.label_embedding, labels)
         h = self.in_proj(x.reshape(batch, self.num_tokens, self.in_channels))
         h = h + self.pos_embedding[None] + emb[:, None, :]
         for block in self.blocks:

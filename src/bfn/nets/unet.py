@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bfn.nets.embedding import (
+    LabelEmbedding,
     TimeEmbedding,
+    add_label_embedding,
     check_channels,
     finish_outputs,
     parameter_dtype,
@@ -137,6 +139,8 @@ class UNet(nn.Module):
         dropout: dropout rate inside residual blocks.
         attention_heads: heads of every attention block.
         mid_attention: put self-attention in the middle block.
+        num_classes: class-conditional network with this many classes (a label embedding, null label
+            ``num_classes``, added to the time embedding); ``None``: unconditional.
     """
 
     def __init__(
@@ -151,6 +155,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         attention_heads: int = 1,
         mid_attention: bool = True,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         shape = check_channels(data_shape, in_channels, out_channels)
@@ -164,6 +169,7 @@ class UNet(nn.Module):
         self.multiple = 2 ** (len(channel_mults) - 1)
         time_dim = 4 * base
         self.time_embedding = TimeEmbedding(time_dim, num_features=base)
+        self.label_embedding = LabelEmbedding(num_classes, time_dim) if num_classes is not None else None
         self.in_conv = nn.Conv2d(shape[0] * in_channels, base, 3, padding=1)
 
         side = -(-max(shape[1:]) // self.multiple) * self.multiple
@@ -204,8 +210,8 @@ class UNet(nn.Module):
         self.out_norm = group_norm(ch)
         self.out_conv = zero_module(nn.Conv2d(ch, shape[0] * out_channels, 3, padding=1))
 
-    def forward(self, inputs: Tensor, t: Tensor) -> Tensor:
-        """Map ``inputs`` and times ``t`` (shapes in the class docstring) to the network output."""
+    def forward(self, inputs: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Map ``inputs``, times ``t`` and (conditional networks) ``labels`` ``(B,)`` to the network output."""
         c, height, width = self.data_shape
         batch = inputs.shape[0]
         x = prepare_inputs(inputs, self.data_shape, self.in_channels, parameter_dtype(self))
@@ -215,6 +221,7 @@ class UNet(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         emb = self.time_embedding(prepare_time(t, batch, x))
+        emb = add_label_embedding(emb, self.label_embedding, labels)
 
         h = self.in_conv(x)
         skips = [h]

@@ -13,6 +13,7 @@ from torch import Tensor
 from bfn._checks import MAX_NUM_SAMPLES, MAX_STEPS, check_finite_output, check_int
 from bfn.flows.base import Flow, FlowKind, LinearSDE, as_f64, expand_like
 from bfn.sampling.auto import AUTO, AUTO_NFE, resolve_auto, tuned_grid
+from bfn.sampling.conditioning import InpaintMethod, build_conditioning
 from bfn.sampling.engine import Recorder, SamplerState, StepContext, integrate, standard_normal
 from bfn.sampling.registry import SamplerSpec, get_sampler, resolve_options
 from bfn.time import flip_clock, time_grid
@@ -62,6 +63,12 @@ def sample(
     sampler: str = AUTO,
     steps: int | None = None,
     generator: torch.Generator | None = None,
+    *,
+    labels: int | Tensor | None = None,
+    guidance: float | None = None,
+    known: Tensor | None = None,
+    mask: Tensor | None = None,
+    inpaint: InpaintMethod = "certain",
     **options: Unpack[SamplerOptions],
 ) -> SampleOutput:
     """Draw ``num_samples`` samples from ``model`` with the registered sampler ``sampler`` in ``steps`` steps.
@@ -121,6 +128,13 @@ def sample(
     ``callback`` and ``trajectory``. Runs under ``torch.no_grad`` in the model's dtype and device; all randomness
     comes from ``generator`` (which must live on the model's device), so a fixed generator reproduces the samples.
     Every option is checked, with a ``ValueError`` naming the valid choices, before the first network call.
+
+    Conditional generation works with every sampler and kind (:mod:`bfn.sampling.conditioning`): ``labels`` (an
+    int or a ``(num_samples,)`` tensor in ``0..C`` for a model built with ``num_classes=C``; ``C`` is the null
+    label) and ``guidance`` (classifier-free guidance scale ``s``: 1 conditional, 0 unconditional, > 1 guided; a
+    guided call is one batched network call of ``2 num_samples`` rows and counts 2 in ``nfe``); ``known`` and
+    ``mask`` (inpainting / infilling: the samples equal ``known`` where ``mask`` is True; both of shape
+    ``data_shape`` or ``(num_samples, *data_shape)``) with ``inpaint`` (``"certain"`` or ``"replace"``).
     """
     num_samples = check_int(num_samples, "num_samples", 1, MAX_NUM_SAMPLES)
     if steps is not None:
@@ -133,10 +147,11 @@ def sample(
     opts = resolve_options(sampler, spec, model.flow.kind, options)
     device, dtype = model.device, model.state_dtype()
     _check_generator(generator, device)
+    cond = build_conditioning(model, num_samples, labels, guidance, known, mask, inpaint, dtype, device)
     flow = model.flow
     grid = _grid(spec, steps, opts, flow.sde, flow.kind)
     record_predictions = opts["callback"] is not None or opts["trajectory"]
-    ctx = StepContext.build(model, generator, _data_prediction(flow, opts.get("clip")), record_predictions)
+    ctx = StepContext.build(model, generator, _data_prediction(flow, opts.get("clip")), record_predictions, cond)
     state = _initial_state(spec, model, num_samples, grid, opts, generator, dtype, device)
     record = Recorder(opts["callback"], opts["trajectory"])
     final = "denoise" if spec.prior_start else opts["final"]
@@ -150,6 +165,8 @@ def sample(
     else:
         net_out = ctx.predictor.net_out(state.x, state.t)
         samples = _DENOISE_OUTPUT[flow.kind](ctx, net_out, state.x, opts["mode"])
+    if cond is not None:
+        samples = cond.fill(samples)
     return SampleOutput(
         samples=samples,
         nfe=ctx.predictor.nfe,

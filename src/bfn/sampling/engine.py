@@ -26,6 +26,7 @@ from bfn.time import flip_clock
 
 if TYPE_CHECKING:
     from bfn.model import BFN
+    from bfn.sampling.conditioning import Conditioning
 
 Callback = Callable[[dict[str, Any]], None]
 DataPrediction = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -79,22 +80,39 @@ class Predictor:
 
     ``predictor(x, t)`` is the data prediction ``x0_hat`` in state space at solver time ``t`` (one call; continuous
     ``x_hat``, discretised ``k_hat``, discrete ``K e_hat - 1``); :meth:`net_out` is the raw network output.
-    ``nfe`` is the number of network calls made so far: each call of :meth:`net_out` runs the network exactly once.
+    ``nfe`` is the number of network evaluations made so far: each call of :meth:`net_out` runs the network once,
+    or twice (one batched call of ``2B`` rows) under classifier-free guidance.
+
+    A :class:`~bfn.sampling.conditioning.Conditioning` (labels and guidance, known values) acts here, where the
+    network output is made, so that every sampler gets it; ``generator`` feeds its random draws.
     """
 
-    def __init__(self, model: BFN, data_prediction: DataPrediction | None = None) -> None:
+    def __init__(
+        self,
+        model: BFN,
+        data_prediction: DataPrediction | None = None,
+        conditioning: Conditioning | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.model = model
         self.data_prediction = data_prediction or model.flow.data_prediction
+        self.conditioning = conditioning
+        self.generator = generator
         self.nfe = 0
 
     def net_out(self, x: Tensor, t: float) -> Tensor:
-        """Raw network output at state ``x`` and solver time ``t`` (the network receives BFN time ``1 - t``)."""
-        self.nfe += 1
-        return self.model.call_net(x, as_f64(flip_clock(t), x.device))
+        """Network output at state ``x`` and solver time ``t`` (the network receives BFN time ``1 - t``)."""
+        tau = as_f64(flip_clock(t), x.device)
+        if self.conditioning is None:
+            self.nfe += 1
+            return self.model.call_net(x, tau)
+        self.nfe += self.conditioning.calls
+        return self.conditioning.net_out(self.model, x, tau, self.generator)
 
     def prediction(self, net_out: Tensor, x: Tensor, t: float) -> Tensor:
         """Turn a network output at ``(x, t)`` into the data prediction ``x0_hat`` (no network call)."""
-        return self.data_prediction(net_out, x, as_f64(flip_clock(t), x.device))
+        x0 = self.data_prediction(net_out, x, as_f64(flip_clock(t), x.device))
+        return x0 if self.conditioning is None else self.conditioning.prediction(self.model.flow, x0)
 
     def __call__(self, x: Tensor, t: float) -> Tensor:
         return self.prediction(self.net_out(x, t), x, t)
@@ -168,9 +186,10 @@ class StepContext:
         generator: torch.Generator | None = None,
         data_prediction: DataPrediction | None = None,
         record_predictions: bool = True,
+        conditioning: Conditioning | None = None,
     ) -> StepContext:
         """The context for sampling from ``model`` (a fresh NFE counter)."""
-        predictor = Predictor(model, data_prediction)
+        predictor = Predictor(model, data_prediction, conditioning, generator)
         return cls(model.flow, predictor, Schedule(model.flow.sde), generator, record_predictions)
 
 
