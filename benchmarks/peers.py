@@ -526,6 +526,8 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> Path:
             else:
                 ax.plot(*zip(*pts), marker="o", ms=3, label=label)
         ax.set_xscale("log")
+        ax.set_xticks(res["nfe_grid"], [str(n) for n in res["nfe_grid"]])
+        ax.minorticks_off()
         ax.set_title(res["case"], fontsize=9)
         ax.set_xlabel("NFE")
         ax.set_ylabel("off-manifold share" if metric == "off_manifold" else "FID-digits")
@@ -539,7 +541,12 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> Path:
 
 
 def command_line(argv: Sequence[str]) -> str:
-    return " ".join(["python", "benchmarks/peers.py", *argv])
+    """The command that reproduces a result (``--out`` left out: results are the same wherever they are written)."""
+    args = list(argv)
+    if "--out" in args:
+        i = args.index("--out")
+        del args[i : i + 2]
+    return " ".join(["python", "benchmarks/peers.py", *args])
 
 
 def write_reports(results: list[dict[str, Any]], out: Path, argv: Sequence[str]) -> list[dict[str, Any]]:
@@ -554,7 +561,7 @@ def write_reports(results: list[dict[str, Any]], out: Path, argv: Sequence[str])
     order = list(cases())
     stored = [json.loads(path.read_text()) for path in sorted(out.glob("peers_*.json"))]
     results = sorted(stored, key=lambda r: order.index(r["case"]) if r["case"] in order else len(order))
-    commands = list(dict.fromkeys(r["command"] for r in results))
+    commands = list(dict.fromkeys(r["command"] for r in results if "command" in r))
     parts = [
         "# Against the peers",
         "",
@@ -583,6 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="training steps (default 3000; --quick: 20)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
+    parser.add_argument("--report", action="store_true", help="only rewrite peers.md / peers.png from the JSON files")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     table = cases(args.quick)
@@ -592,8 +600,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown case(s) {unknown}; choose from {list(table)}")
     steps = args.steps or (20 if args.quick else 3000)
     grid, floor = ((5, 10), 50) if args.quick else (NFE_GRID, DDPM_FLOOR_NFE)
-    results = [run_case(table[n], steps, args.methods, grid, floor) for n in names]
-    write_reports(results, args.out or RESULTS_DIR, argv)
+    if args.report:
+        write_reports([], args.out or RESULTS_DIR, argv)
+        return 0
+    for name in names:  # the report is rewritten after each case, so an interrupted run keeps what it finished
+        write_reports([run_case(table[name], steps, args.methods, grid, floor)], args.out or RESULTS_DIR, argv)
     return 0
 
 
