@@ -386,6 +386,35 @@ def toy_scores(samples: Tensor, train: Tensor, test: Tensor, centres: Tensor) ->
 # ================================================================================================== one case
 
 
+def _stack(split: Any) -> Tensor:
+    return torch.stack([split[i] for i in range(len(split))])
+
+
+def case_scorer(case: Case, bundle: Any) -> Callable[[Tensor], dict[str, float]]:
+    """``samples -> metrics`` of a case: the toy metrics, or FID-digits against the training split."""
+    if case.is_toy:
+        train_pts, test = _stack(bundle.train).double(), _stack(bundle.test).double()
+        centres = region_centres(train_pts)
+        return lambda s: toy_scores(s, train_pts, test, centres)
+    metric = quality_metric(case.data, bundle, case.flow, bundle.num_classes, seed=SEED)
+    assert metric is not None
+    return lambda s: {"fid": metric.score(s)}
+
+
+def real_data_scores(case: Case) -> dict[str, float]:
+    """The metrics of held-out real data, the floor of every method: ``num_samples`` fresh points of a toy set
+    (its validation stream), or the test split of the digits."""
+    config = case.config(1)
+    bundle = load_bundle(config)
+    if case.is_toy:
+        from bfn.data.toy import toy_bundle
+
+        held_out = toy_bundle(case.data.partition(":")[2], num_val=case.num_samples).val
+    else:
+        held_out = bundle.test
+    return case_scorer(case, bundle)(_stack(held_out))
+
+
 def run_case(
     case: Case,
     steps: int,
@@ -400,15 +429,7 @@ def run_case(
     data = torch.stack([bundle.train[i] for i in range(len(bundle.train))])
     rows: list[dict[str, Any]] = []
     train_info: dict[str, Any] = {}
-    if case.is_toy:
-        train_pts = data.double()
-        test = torch.stack([bundle.test[i] for i in range(len(bundle.test))]).double()
-        centres = region_centres(train_pts)
-        score: Callable[[Tensor], dict[str, float]] = lambda s: toy_scores(s, train_pts, test, centres)
-    else:
-        metric = quality_metric(case.data, bundle, case.flow, bundle.num_classes, seed=SEED)
-        assert metric is not None
-        score = lambda s: {"fid": metric.score(s)}
+    score = case_scorer(case, bundle)
     for name in methods:
         method = METHODS[name](config, bundle, case)
         ema_net, seconds = train_method(method, config, data)
@@ -436,6 +457,7 @@ def run_case(
         "bfn_flow": {"sigma_1": config.sigma_1, "beta_1": config.beta_1, "num_bins": bundle.num_bins},
         "train": train_info,
         "rows": rows,
+        "real_data": real_data_scores(case),
     }
 
 
@@ -474,6 +496,14 @@ def case_table(result: dict[str, Any]) -> str:
                 f"| {label} ({r['nfe']}) | {100 * r['off_manifold']:.1f} | {100 * r['coverage']:.1f} | "
                 f"{r['regions_lost']} / {NUM_REGIONS} | {r['sliced_w1']:.4f} |"
             )
+        real = result.get("real_data")
+        if real:
+            lines.append(
+                f"| real data (held out) | {100 * real['off_manifold']:.1f} | {100 * real['coverage']:.1f} | "
+                f"{real['regions_lost']} / {NUM_REGIONS} | {real['sliced_w1']:.4f} |"
+            )
+    elif result.get("real_data"):
+        lines += ["", f"Real data (test split): FID-digits {result['real_data']['fid']:.2f}."]
     cpu = ", ".join(f"{m} {v['cpu_seconds']:.0f} s" for m, v in result["train"].items())
     lines += ["", f"Training CPU time (one thread): {cpu}."]
     return "\n".join(lines)
@@ -488,10 +518,20 @@ def _fmt(value: float, metric: str) -> str:
     return f"{100 * value:.1f}" if metric == "off_manifold" else f"{value:.2f}"
 
 
+def _cell(row: dict[str, Any], metric: str) -> str:
+    if metric != "off_manifold":
+        return _fmt(row[metric], metric)
+    return f"{_fmt(row[metric], metric)} · SW1 {row['sliced_w1']:.3f} · lost {row['regions_lost']}"
+
+
 def summary_table(results: Sequence[dict[str, Any]], nfe: int = 10) -> str:
-    """Markdown: per case, the best sampler of each method at ``nfe`` (primary metric, lower is better)."""
+    """Markdown: per case, the best sampler of each method at ``nfe`` (primary metric, lower is better).
+
+    Toy cells also give the sliced W1 and the regions lost of that sampler; the last column is held-out real data.
+    """
     methods = list(dict.fromkeys(r["method"] for res in results for r in res["rows"]))
-    lines = [f"| data set (metric) @ {nfe} NFE | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    head = f"| data set (metric) @ {nfe} NFE | " + " | ".join(methods) + " | real data |"
+    lines = [head, "|---|" + "---|" * (len(methods) + 1)]
     for res in results:
         metric = primary_metric(res)
         cells = []
@@ -501,7 +541,9 @@ def summary_table(results: Sequence[dict[str, Any]], nfe: int = 10) -> str:
                 cells.append("")
                 continue
             best = min(hits, key=lambda r: r[metric])
-            cells.append(f"{_fmt(best[metric], metric)} ({best['sampler'].split(' ', 1)[1]})")
+            cells.append(f"{_cell(best, metric)} ({best['sampler'].split(' ', 1)[1]})")
+        real = res.get("real_data")
+        cells.append(_cell(real, metric) if real else "")
         name = "off-manifold %" if metric == "off_manifold" else "FID-digits"
         lines.append(f"| {res['case']} ({name}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -560,6 +602,10 @@ def write_reports(results: list[dict[str, Any]], out: Path, argv: Sequence[str])
         (out / f"peers_{res['case'].replace(':', '-')}.json").write_text(json.dumps(res, indent=1) + "\n")
     order = list(cases())
     stored = [json.loads(path.read_text()) for path in sorted(out.glob("peers_*.json"))]
+    for res in stored:  # results written before the real-data row existed
+        if "real_data" not in res and res["case"] in order:
+            res["real_data"] = real_data_scores(cases()[res["case"]])
+            (out / f"peers_{res['case'].replace(':', '-')}.json").write_text(json.dumps(res, indent=1) + "\n")
     results = sorted(stored, key=lambda r: order.index(r["case"]) if r["case"] in order else len(order))
     commands = list(dict.fromkeys(r["command"] for r in results if "command" in r))
     parts = [

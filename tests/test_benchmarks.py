@@ -163,8 +163,11 @@ def test_peers_quick(tmp_path: Path) -> None:
     binary = json.loads((tmp_path / "peers_digits-binary.json").read_text())
     assert {r["sampler"] for r in binary["rows"] if r["method"] == "fm"} == {"fm discrete-euler"}
     assert all(math.isfinite(r["fid"]) for r in binary["rows"])
+    assert binary["real_data"]["fid"] < min(r["fid"] for r in binary["rows"])  # untrained models lose to real data
+    assert toy["real_data"]["off_manifold"] == 0.0 and toy["real_data"]["regions_lost"] == 0
     report = (tmp_path / "peers.md").read_text()
     assert "| toy:two_moons (off-manifold %) |" in report and "| digits-binary (FID-digits) |" in report
+    assert "| real data (held out) |" in report
     assert (tmp_path / "peers.png").stat().st_size > 0
 
 
