@@ -140,3 +140,45 @@ def test_describe_quick(quick_runs: tuple[Path, list[str]], capsys: pytest.Captu
     assert quality.main([*argv, "--describe", "bfn@5,bfn-solver2:logsnr@5"]) == 0
     out = capsys.readouterr().out
     assert "bfn @ 5 NFE" in out and "bfn-solver2:logsnr @ 5 NFE" in out
+
+
+def test_peers_quick(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers", reason="the peers benchmark needs the bench extra: pip install -e '.[bench]'")
+    pytest.importorskip("flow_matching", reason="the peers benchmark needs the bench extra: pip install -e '.[bench]'")
+    peers = _load("peers")
+    argv = ["--quick", "--out", str(tmp_path), "--cases", "toy:two_moons", "digits-binary"]
+    assert peers.main(argv) == 0
+    toy = json.loads((tmp_path / "peers_toy-two_moons.json").read_text())
+    samplers = {(r["method"], r["sampler"]) for r in toy["rows"]}
+    assert {m for m, _ in samplers} == {"bfn", "ddpm", "fm"}
+    assert ("ddpm", "ddpm ancestral") in samplers and ("fm", "fm midpoint") in samplers
+    for row in toy["rows"]:  # every sampler spends the NFE it is listed at (one call less at most)
+        budget = (
+            row["nfe"]
+            if row["sampler"] == "ddpm ancestral"
+            else min(toy["nfe_grid"], key=lambda n: abs(n - row["nfe"]))
+        )
+        assert budget - 1 <= row["nfe"] <= budget
+        assert 0.0 <= row["off_manifold"] <= 1.0 and 0.0 <= row["coverage"] <= 1.0 and row["sliced_w1"] > 0
+    binary = json.loads((tmp_path / "peers_digits-binary.json").read_text())
+    assert {r["sampler"] for r in binary["rows"] if r["method"] == "fm"} == {"fm discrete-euler"}
+    assert all(math.isfinite(r["fid"]) for r in binary["rows"])
+    assert binary["real_data"]["fid"] < min(r["fid"] for r in binary["rows"])  # untrained models lose to real data
+    assert toy["real_data"]["off_manifold"] == 0.0 and toy["real_data"]["regions_lost"] == 0
+    report = (tmp_path / "peers.md").read_text()
+    assert "| toy:two_moons (off-manifold %) |" in report and "| digits-binary (FID-digits) |" in report
+    assert "| real data (held out) |" in report
+    assert (tmp_path / "peers.png").stat().st_size > 0
+
+
+def test_peers_toy_scores_count_off_manifold_points() -> None:
+    import torch
+
+    peers = _load("peers")
+    train = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    centres = train.clone()
+    samples = torch.tensor([[0.01, 0.0], [1.0, 0.02], [0.5, 0.5], [0.0, 0.99]])  # one of four off the data
+    scores = peers.toy_scores(samples, train, train, centres)
+    assert scores["off_manifold"] == pytest.approx(0.25)
+    assert scores["coverage"] == pytest.approx(0.75)  # (1, 1) has no sample within 0.05
+    assert scores["regions_lost"] == 1  # no sample is nearest to (1, 1)

@@ -87,7 +87,7 @@ def test_config_rejects_unknown_fields_and_bad_values() -> None:
     ("data", "flow", "net", "extra"),
     [
         ("digits", "discretised", "mlp", {"sigma_1": 1e-3}),
-        ("toy:checkerboard", "continuous", "mlp", {"sigma_1": 1e-3}),
+        ("toy:checkerboard", "continuous", "mlp", {"sigma_1": 0.02}),
         ("mnist", "discrete", "unet", {"beta_1": 3.0}),
         ("text8:/x", "discrete", "transformer", {"beta_1": 0.75}),
         ("text:/some/file.txt", "discrete", "transformer", {"beta_1": 0.75}),

@@ -148,7 +148,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     flow.add_argument(
         "--flow", choices=["continuous", "discretised", "discrete"], help="data kind / flow (default discretised)"
     )
-    flow.add_argument("--sigma-1", type=float, help="continuous/discretised: input std at tau = 1 (default 1e-3)")
+    flow.add_argument("--sigma-1", type=float, help="continuous/discretised: std at tau = 1 (default 1e-3, toy 0.02)")
     flow.add_argument("--num-bins", type=int, help="discretised: number of bins (default: the data's grey levels)")
     flow.add_argument("--beta-1", type=float, help="discrete: final accuracy (default 3.0 binary, 0.75 text)")
     net = p.add_argument_group("network")

@@ -145,7 +145,8 @@ class TrainConfig:
         split_seed: seed of the train/validation split.
         binarize: dynamic binarisation of discrete image data.
         flow: ``"continuous"``, ``"discretised"`` or ``"discrete"``.
-        sigma_1: continuous/discretised flows: input standard deviation at ``tau = 1`` (default 1e-3).
+        sigma_1: continuous/discretised flows: input standard deviation at ``tau = 1`` (default 1e-3; toy data
+            0.02, chosen by the sweep in BENCHMARKS.md, "Against the peers").
         num_bins: discretised flow: number of bins (default: one per grey level of the data).
         beta_1: discrete flow: final accuracy (default 3.0 for binary data, 0.75 for text).
         net: ``"mlp"``, ``"unet"`` or ``"transformer"`` (default by data: toy/digits MLP, images U-Net, text
@@ -300,7 +301,7 @@ class TrainConfig:
         if self.net_options is None and "net_options" not in changes:
             changes["net_options"] = {}
         if self.flow in ("continuous", "discretised") and self.sigma_1 is None:
-            changes["sigma_1"] = 1e-3
+            changes["sigma_1"] = 0.02 if source == "toy" else 1e-3
         if self.flow == "discrete" and self.beta_1 is None:
             changes["beta_1"] = 0.75 if source in ("text8", "kjv", "text") else 3.0
         return self.replace(**changes) if changes else self.replace()
