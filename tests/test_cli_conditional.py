@@ -100,9 +100,9 @@ def test_sample_fills_a_text_prompt(tmp_path: Path, capsys) -> None:
     lines = out.read_text().splitlines()
     assert len(lines) == 3 and all(len(line) == 16 and line.startswith("the ") for line in lines)
     assert all(line[7:15] == "ck brown" for line in lines)
-    assert main(["sample", str(run), "--prompt", "x" * 17, "--out", str(out)]) == 1
+    assert main(["sample", str(run), "--prompt", "x" * 17, "--out", str(out)]) == 2
     assert "17 characters" in capsys.readouterr().err
-    assert main(["sample", str(run), "--label", "1", "--out", str(out)]) == 1
+    assert main(["sample", str(run), "--label", "1", "--out", str(out)]) == 2
     assert "--conditional" in capsys.readouterr().err
 
 
@@ -118,13 +118,13 @@ def test_sample_fills_a_text_prompt(tmp_path: Path, capsys) -> None:
     ],
 )
 def test_conditional_sampling_errors(conditional_run: Path, tmp_path: Path, capsys, extra, message) -> None:
-    assert main(["sample", str(conditional_run), *extra, "--out", str(tmp_path / "x.pt")]) == 1
+    assert main(["sample", str(conditional_run), *extra, "--out", str(tmp_path / "x.pt")]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_conditional_training_needs_labels(tmp_path: Path, capsys) -> None:
     args = ["train", "--data", "toy:two_moons", "--flow", "continuous", "--conditional", "--out", str(tmp_path)]
-    assert main([*args, *TINY_NET, *QUIET]) == 1
+    assert main([*args, *TINY_NET, *QUIET]) == 2
     assert "labels" in capsys.readouterr().err
 
 
@@ -152,7 +152,7 @@ def test_eval_reports_class_accuracy_against_guidance(conditional_run: Path, tmp
     rows = json.loads((tmp_path / "class_accuracy.json").read_text())
     assert [(r["guidance"], r["nfe"]) for r in rows] == [(0.0, 4), (2.0, 4)]  # a guided call counts 2
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
-    assert main(["eval", str(conditional_run), "--guidance", "1", "--out", str(tmp_path)]) == 1
+    assert main(["eval", str(conditional_run), "--guidance", "1", "--out", str(tmp_path)]) == 2
     assert "--samplers" in capsys.readouterr().err
 
 

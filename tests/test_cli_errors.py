@@ -248,9 +248,9 @@ def test_a_non_finite_loss_stops_training_without_a_nan_checkpoint(tmp_path: Pat
     real = training._GlobalBatchLoss.forward
     calls = []
 
-    def poisoned(self, x, generator):
+    def poisoned(self, x, generator, labels=None):
         calls.append(1)
-        loss = real(self, x, generator)
+        loss = real(self, x, generator, labels)
         return loss * math.nan if len(calls) == 3 else loss
 
     monkeypatch.setattr(training._GlobalBatchLoss, "forward", poisoned)
@@ -266,7 +266,7 @@ def test_cli_reports_a_diverged_run_in_one_line(capsys, tmp_path: Path, monkeypa
     from bfn import training
 
     real = training._GlobalBatchLoss.forward
-    monkeypatch.setattr(training._GlobalBatchLoss, "forward", lambda self, x, g: real(self, x, g) * math.inf)
+    monkeypatch.setattr(training._GlobalBatchLoss, "forward", lambda self, x, g, y=None: real(self, x, g, y) * math.inf)
     line = _fails(["train", *TOY_RUN, "--out", str(tmp_path / "run")], capsys, "not finite", code=1)
     assert "step 1" in line and not (tmp_path / "run" / "checkpoint").exists()
 
