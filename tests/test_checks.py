@@ -357,3 +357,11 @@ def test_non_finite_network_outputs_are_named(kind, value):
     ):
         with pytest.raises(NonFiniteError, match="network output"):
             run()
+
+
+def test_bits_per_dim_of_numbers_arrays_and_tensors():
+    assert bfn.bits_per_dim(2 * math.log(2.0), 2) == pytest.approx(1.0)
+    assert np.allclose(bfn.bits_per_dim(np.array([math.log(2.0)]), (1,)), [1.0])
+    assert torch.allclose(bfn.bits_per_dim(torch.tensor([3 * math.log(2.0)]), (3,)), torch.tensor([1.0]))
+    for bad in (None, "1.0", True):
+        _raises_naming(lambda bad=bad: bfn.bits_per_dim(bad, 3), "nll")

@@ -203,6 +203,9 @@ def test_train_refuses_a_saved_model_folder_unless_overwrite(run: Path, capsys, 
     before = (folder / "config.json").read_text(), (folder / "model.safetensors").read_bytes()
     args = ["train", *TOY_RUN, "--sigma-1", "0.05", "--out", str(folder)]
     _fails(args, capsys, "saved model", "--overwrite", "--resume")
+    _fails([*args, "--dry-run"], capsys, "saved model")  # the dry run refuses it too
+    capsys.readouterr()
+    assert main([*args, "--overwrite", "--dry-run"]) == 0 and json.loads(capsys.readouterr().out)["sigma_1"] == 0.05
     assert ((folder / "config.json").read_text(), (folder / "model.safetensors").read_bytes()) == before
     assert main([*args, "--overwrite"]) == 0
     assert not (folder / "model.safetensors").exists()  # the old weights can no longer be loaded by mistake

@@ -105,4 +105,10 @@ def test_rank_zero_writes_the_run_folder(results) -> None:
     assert stored["world_size"] == 2 and stored["global_batch_size"] == 16
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert state["step"] == STEPS and state["world_size"] == 2
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.json", "log.csv", "loss.png"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint",
+        "checkpoint.old",
+        "config.json",
+        "log.csv",
+        "loss.png",
+    ]

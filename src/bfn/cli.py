@@ -451,7 +451,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.overwrite and args.resume:
         raise ValueError("--overwrite and --resume exclude each other (--resume continues the run in --out)")
     config = train_config_from_args(args)
-    check_run_config(config)
+    check_run_config(config, overwrite=args.overwrite)
     _print_json("resolved training config", config.to_dict(), args.dry_run)
     if args.dry_run:
         return 0
@@ -709,7 +709,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         changes.update(net_options={"hidden": 32, "depth": 1}, batch_size=32, val_examples=32)
         num, metric_samples = min(num, 16), 0
     config = demo_config(args.out, steps=steps, seed=args.seed, **changes).resolved()
-    check_run_config(config)
+    from bfn.checkpoint import find_checkpoint
+
+    check_run_config(config.replace(resume=True) if find_checkpoint(config.out) else config)  # as run_demo runs it
     if metric_samples:
         require_metric(config.data, {})  # FID needs torchmetrics: fail now, not after training
     _print_json("resolved demo config", config.to_dict(), args.dry_run)

@@ -19,7 +19,6 @@ from bfn._checks import (
     check_finite_output,
     check_generator,
     check_int,
-    check_real,
 )
 from bfn.flows.base import Flow, as_f64
 from bfn.time import flip_clock
@@ -336,6 +335,6 @@ def _check_conditional(num_classes: Any, label_dropout: Any) -> None:
 def bits_per_dim(nll: Tensor | float, data_shape: tuple[int, ...] | int) -> Tensor | float:
     """Convert an NLL in nats per example to bits per data element (bits/dim, or bits/char for text)."""
     dims = math.prod(check_data_shape(data_shape))
-    if not isinstance(nll, Tensor):
-        nll = check_real(nll, "nll", finite=False)
+    if nll is None or isinstance(nll, (bool, str, bytes)):
+        raise ValueError(f"nll must be a tensor or a number of nats per example, got {type(nll).__name__}")
     return nll / (dims * math.log(2.0))

@@ -497,11 +497,12 @@ def load_bundle(config: TrainConfig) -> DataBundle:
     return load_dataset(config.data, config.flow, **_dataset_arguments(config))  # type: ignore[arg-type]
 
 
-def check_run_config(config: TrainConfig) -> None:
+def check_run_config(config: TrainConfig, overwrite: bool = False) -> None:
     """What :func:`train` would refuse before any work, checked without loading data (``--dry-run``).
 
-    The data set name and options (:func:`bfn.data.check_dataset`), ``amp="fp16"`` without CUDA, and, for
-    ``resume``, that the run folder holds a compatible run and a checkpoint.
+    The data set name and options (:func:`bfn.data.check_dataset`), ``amp="fp16"`` without CUDA, for ``resume``
+    that the run folder holds a compatible run and a checkpoint, else that ``out`` may be written
+    (:func:`check_out_folder`).
     """
     from bfn.data import check_dataset
 
@@ -512,6 +513,31 @@ def check_run_config(config: TrainConfig) -> None:
         _check_resumable(load_run_config(config.out), config.resolved())
         if find_checkpoint(config.out) is None:
             raise CheckpointError(f"{config.out}: no checkpoint found to resume from")
+    else:
+        check_out_folder(config, overwrite)
+
+
+def check_out_folder(config: TrainConfig, overwrite: bool = False) -> str | None:
+    """Refuse (``ValueError``) a fresh run's ``out`` folder that holds something a run would overwrite.
+
+    Returns what ``overwrite`` allows replacing (``None`` when the folder is free or holds a run of the same
+    settings without a checkpoint); an existing file is refused even with ``overwrite``.
+    """
+    resolved = config.resolved()
+
+    def same_run(stored: Mapping[str, Any]) -> bool:
+        _check_resumable(TrainConfig.from_dict(stored), resolved)
+        return True
+
+    problem = out_folder_problem(Path(config.out), same_run)
+    if problem is not None and problem.endswith("not a folder"):
+        raise ValueError(f"{problem}; choose a folder name")
+    if problem is not None and not overwrite:
+        raise ValueError(
+            f"{problem}; pass resume=True (--resume) to continue it, overwrite=True (--overwrite) to replace it, "
+            "or choose another output folder"
+        )
+    return problem
 
 
 def check_amp_device(amp: str, device: torch.device) -> None:
@@ -910,18 +936,7 @@ class _Trainer:
             checkpoint = load_checkpoint(self.run_dir, map_location=self.ctx.device)
             check_resume_state(checkpoint.rng, checkpoint.path)
             return checkpoint
-        resolved = config.resolved()
-
-        def same_run(stored: Mapping[str, Any]) -> bool:
-            _check_resumable(TrainConfig.from_dict(stored), resolved)
-            return True
-
-        problem = out_folder_problem(self.run_dir, same_run)
-        if problem is not None and (not overwrite or problem.endswith("not a folder")):
-            raise ValueError(
-                f"{problem}; pass resume=True (--resume) to continue it, overwrite=True (--overwrite) to replace "
-                "it, or choose another output folder"
-            )
+        problem = check_out_folder(config, overwrite)
         if problem is not None and self.ctx.is_main:
             clear_run_folder(self.run_dir)
         self.ctx.barrier()
