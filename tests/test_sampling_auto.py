@@ -192,3 +192,51 @@ def test_auto_reaches_the_oracle_floor_where_the_paper_preset_does_not():
     floor = w1(mixture_sample(n, weights, means, stds, torch.Generator().manual_seed(1)))
     assert auto < 0.5 * paper, (auto, paper)
     assert auto < 3.5 * floor, (auto, floor)
+
+
+# ------------------------------------------------------------------------------------ predictor-corrector
+def _gaussian_case():
+    flow = ContinuousFlow(1e-3, clip=False)
+    model = bfn.BFN(GaussianDenoiser(flow, M, W), flow, (7,), dtype=F64)
+    sde, t0 = flow.sde, 0.98
+
+    def v(t):
+        t = torch.as_tensor(t, dtype=F64)
+        return sde.alpha(t) ** 2 * W * W + sde.sigma(t) ** 2
+
+    alpha0 = float(sde.alpha(torch.tensor(t0, dtype=F64)))
+    x0 = (alpha0 * M + math.sqrt(float(v(t0))) * torch.linspace(-2, 2, 7, dtype=F64)).reshape(1, 7)
+
+    def exact(t):
+        t = torch.as_tensor(t, dtype=F64)
+        return sde.alpha(t) * M + torch.sqrt(v(t) / v(t0)) * (x0 - alpha0 * M)
+
+    return model, x0, exact
+
+
+def test_predictor_corrector_is_third_order():
+    """``bfn-solver++pc``: a second-order predictor and a third-order corrector give order 3 (exact warm start)."""
+    from test_sampling_orders import grid_of
+
+    model, x0, exact = _gaussian_case()
+    steps, errors, second = (40, 80, 160), [], []
+    for n in steps:
+        g = grid_of(model.flow.sde, n, 0.98, 0.02, "logsnr")
+        errors.append((solve(model, "bfn-solver++pc", x0, g, exact, True) - exact(0.02)).abs().max().item())
+        second.append((solve(model, "bfn-solver++2", x0, g, exact, True) - exact(0.02)).abs().max().item())
+    assert measured_order(errors, steps) >= 2.7, errors
+    assert errors[-1] < second[-1] / 5
+
+
+def test_predictor_corrector_is_exact_for_a_point_mass():
+    flow = ContinuousFlow(1e-3, clip=False)
+    model = bfn.BFN(GaussianDenoiser(flow, M, 0.0), flow, (3,), dtype=F64)
+    sde = flow.sde
+    x0 = torch.tensor([[0.1, -0.2, 0.4]], dtype=F64)
+
+    def exact(t):
+        s, t = torch.tensor(0.9, dtype=F64), torch.as_tensor(t, dtype=F64)
+        return sde.alpha(t) * M + sde.sigma(t) / sde.sigma(s) * (x0 - sde.alpha(s) * M)
+
+    out = solve(model, "bfn-solver++pc", x0, [0.9, 0.6, 0.4, 0.2, 0.0], exact, warm=False)
+    torch.testing.assert_close(out, exact(0.0), rtol=1e-10, atol=1e-12)

@@ -11,6 +11,8 @@ Every sampler is a pure step function driven by one loop (:mod:`bfn.sampling.eng
 * :mod:`~bfn.sampling.exponential`: exponential integrators in ``lambda`` (continuous BFN-Solvers, h-solver).
 * :mod:`~bfn.sampling.discrete`: the discrete BFN-Solvers, Taylor expansions in solver time ``t``.
 * :mod:`~bfn.sampling.original`: the original BFN sampler step (Graves et al., 2023).
+* :mod:`~bfn.sampling.auto`: ``sampler="auto"``, the default: the best measured configuration per data kind and
+  budget, with ``steps`` counting network calls.
 """
 
 from bfn.sampling.api import SampleOutput, sample, score, score_from_prediction

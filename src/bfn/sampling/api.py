@@ -75,11 +75,10 @@ def sample(
 
     ``sampler="auto"`` (the default): the library's best measured configuration for the flow's kind, and ``steps``
     is the number of network calls (``out.nfe == steps``, default 20); ``out.sampler``, ``out.steps`` and
-    ``out.options`` say what ran (:func:`bfn.sampling.auto.auto_config`: continuous and discretised ``h-solver`` with
-    ``h = 0.2``, ``order = 3`` from ``eta = 1e-4`` on the tuned log-SNR grid (discretised with ``final="denoise"``),
-    ``bfn-solver++2`` up to 6 calls;
-    discrete ``bfn-solver3`` on the tuned grid with ``final="denoise"``). Options given with ``"auto"`` override
-    its choices.
+    ``out.options`` say what ran (:func:`bfn.sampling.auto.auto_config`: from ``eta = 1e-4`` on the tuned log-SNR
+    grid, continuous ``bfn-solver++pc`` and discretised ``h-solver`` with ``h = 0.2``, ``order = 3``; up to 6 calls
+    ``bfn-solver++2``; discrete ``bfn-solver3`` on the tuned grid with ``final="denoise"``). Options given with
+    ``"auto"`` override its choices.
 
     A named sampler makes ``steps`` steps (default 100); its network calls are ``SAMPLERS[name].nfe(steps, final)``.
 
@@ -89,7 +88,8 @@ def sample(
       receiver's guess is a class / bin drawn from the output distribution; False: its mean).
     * continuous and discretised: ``bfn-solver1`` (noise form), ``bfn-solver++1``, ``bfn-solver++2`` (2M),
       ``bfn-solver++3`` (3M), ``bfn-solver++2s``, ``bfn-solver++3s`` (single step, 2 / 3 calls per step),
-      ``sde-bfn-solver++1``, ``sde-bfn-solver++2``. Discretised data use the continuous SDE with ``x0_hat = k_hat``.
+      ``bfn-solver++pc`` (2M predictor with a third-order corrector, no extra calls), ``sde-bfn-solver++1``,
+      ``sde-bfn-solver++2``. Discretised data use the continuous SDE with ``x0_hat = k_hat``.
     * discrete: ``bfn-solver1``, ``bfn-solver2`` (multistep), ``bfn-solver2s`` (midpoint, 2 calls per step),
       ``bfn-solver3``, ``sde-bfn-solver1``, ``sde-bfn-solver2``, ``sde-bfn-solver3`` (Taylor expansions in ``t``).
     * ``h-solver`` (all kinds): the path-integral family, options ``h >= 0`` (noise-variance multiplier: 0 = PF-ODE,

@@ -5,14 +5,17 @@ With ``sampler="auto"``, ``steps`` is the number of network calls (``out.nfe == 
 and ``SampleOutput.options`` report what ran. The choice is measured on the exact-denoiser oracles of
 ``benchmarks/solvers_oracle.py`` (BENCHMARKS.md, "Solver oracles"):
 
-* continuous and discretised data: the path-integral ``h-solver`` with a little noise (``h = 0.2``, third order,
-  exact exponential weights) from ``eta = 1e-4`` on the ``"tuned"`` grid, with ``final="drop"``. Starting closer to
-  the prior removes most of the error of the Gaussian start, whose neglected signal scales as
-  ``exp(lambda_{1 - eta}) ~ sqrt(eta)`` (at the protocol's ``eta = 1e-2`` it caps the accuracy of every ODE solver at
-  any step count); the tuned grid spends the extra log-SNR range with one large first step where the data prediction
-  barely changes, and the small noise contracts what is left of the start error (discretised data end with
-  ``final="denoise"``, a draw from the output distribution). Up to ``SMALL_BUDGET`` calls,
-  ``bfn-solver++2`` from ``eta = 1e-2`` on the uniform log-SNR grid with ``final="drop"`` (see :func:`auto_config`).
+* continuous data: ``bfn-solver++pc`` (a second-order multistep PF-ODE predictor with a third-order corrector that
+  reuses the next step's prediction, UniPC-style, so no extra calls) from ``eta = 1e-4`` on the ``"tuned"`` grid,
+  with ``final="drop"``. Starting closer to the prior removes most of the error of the Gaussian start, whose
+  neglected signal scales as ``exp(lambda_{1 - eta}) ~ sqrt(eta)`` (at the protocol's ``eta = 1e-2`` it caps the
+  accuracy of every ODE solver at any step count); the tuned grid spends the extra log-SNR range with one large
+  first step where the data prediction barely changes.
+* discretised data: the path-integral ``h-solver`` with a little noise (``h = 0.2``, third order) from
+  ``eta = 1e-4`` on the tuned grid, ending with ``final="denoise"`` (a draw from the output distribution at
+  ``tau = 1`` instead of the bin nearest to the mean prediction, which is biased towards the middle bins).
+* continuous and discretised data up to ``SMALL_BUDGET`` calls: ``bfn-solver++2`` from ``eta = 1e-2`` on the
+  uniform log-SNR grid with ``final="drop"`` (too few steps to pay for the longer log-SNR range of a small ``eta``).
 * discrete data: ``bfn-solver3`` (third-order multistep PF-ODE solver in ``t``) on the tuned grid from the
   protocol's ``eta = 1e-3``, ending with ``final="denoise"``.
 
@@ -53,7 +56,7 @@ SMALL_BUDGET = 6
 """Budgets up to this many calls use the small-budget configuration of the continuous kinds."""
 
 _CONTINUOUS_SMALL = ("bfn-solver++2", {"grid": "logsnr", "eta": 1e-2, "final": "drop"})
-_CONTINUOUS = ("h-solver", {"h": 0.2, "order": 3, "grid": "tuned", "eta": 1e-4, "final": "drop"})
+_CONTINUOUS = ("bfn-solver++pc", {"grid": "tuned", "eta": 1e-4, "final": "drop"})
 _DISCRETISED = ("h-solver", {"h": 0.2, "order": 3, "grid": "tuned", "eta": 1e-4, "final": "denoise"})
 _DISCRETE = ("bfn-solver3", {"grid": "tuned", "eta": 1e-3, "final": "denoise"})
 
@@ -63,9 +66,8 @@ def auto_config(kind: FlowKind, nfe: int) -> tuple[str, dict[str, Any]]:
 
     Continuous and discretised: up to ``SMALL_BUDGET`` calls ``bfn-solver++2`` on the uniform log-SNR grid from the
     protocol's ``eta = 1e-2`` with ``final="drop"`` (too few steps to pay for the longer log-SNR range of a small
-    ``eta``); above, ``h-solver`` with ``h = 0.2``, ``order = 3`` from ``eta = 1e-4`` on the tuned grid, with
-    ``final="drop"`` (continuous) or ``final="denoise"`` (discretised: a draw from the output distribution at
-    ``tau = 1`` instead of the bin nearest to the mean prediction, which is biased towards the middle bins). Discrete:
+    ``eta``); above, from ``eta = 1e-4`` on the tuned grid, continuous ``bfn-solver++pc`` with ``final="drop"``
+    and discretised ``h-solver`` (``h = 0.2``, ``order = 3``) with ``final="denoise"``. Discrete:
     ``bfn-solver3`` on the tuned grid from ``eta = 1e-3`` with ``final="denoise"``. One call is always one
     ``final="drop"`` step.
     """

@@ -173,6 +173,13 @@ SAMPLERS: dict[str, SamplerSpec] = {
         order=3,
         nfe_per_step=3,
     ),
+    "bfn-solver++pc": SamplerSpec(
+        summary="second-order multistep PF-ODE predictor with a third-order corrector (UniPC-style), no extra calls",
+        steps={kind: exponential.predictor_corrector_step for kind in CONTINUOUS_KINDS},
+        order=3,
+        multistep=True,
+        params={"h": 0.0},
+    ),
     "sde-bfn-solver++1": SamplerSpec(
         summary="first-order reverse-SDE solver = BFN Bayesian update with the mean prediction (Xue et al., Prop 4.2)",
         steps=_lambda_multistep,
