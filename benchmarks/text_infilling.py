@@ -29,7 +29,7 @@ import torch
 
 import bfn
 from bfn.checkpoint import find_checkpoint
-from bfn.training import TrainConfig, load_bundle, train
+from bfn.training import TrainConfig, load_bundle, read_log, train
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("certain", "replace", "ignore")
@@ -82,11 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training on {args.data}: {config.steps} steps into {out}", flush=True)
         train(config)
     model = bfn.BFN.from_pretrained(out)
+    trained = int(read_log(out / "log.csv")[-1]["step"])  # an interrupted run is evaluated where it stopped
     bundle = load_bundle(config.resolved())
     num = min(8 if args.quick else args.num, len(bundle.test))  # type: ignore[arg-type]
     truth = torch.stack([bundle.test[i] for i in range(num)])
     lines = [
-        f"### infilling on {args.data} (sequences of {truth.shape[1]}, {num} test sequences, {config.steps} steps)",
+        f"### infilling on {args.data} (sequences of {truth.shape[1]}, {num} test sequences, {trained} training steps)",
         "",
         "| pattern | sampler | NFE | " + " | ".join(METHODS) + " |",
         "|---|---|---:|" + "---:|" * len(METHODS),

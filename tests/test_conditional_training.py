@@ -165,3 +165,25 @@ def test_sharded_conditional_loss_equals_the_single_process_loss() -> None:
     shares = [_GlobalBatchLoss(model, r, 3, 4, None)(x[rows[r]], gen(1), y[rows[r]]) for r in range(3)]
     torch.testing.assert_close(torch.stack(shares).mean(), whole, rtol=1e-6, atol=1e-7)
     assert not torch.allclose(_GlobalBatchLoss(model, 0, 1, 12, None)(x, gen(1)), whole)  # the labels matter
+
+
+def test_toy_sets_with_components_have_their_labels() -> None:
+    import numpy as np
+
+    from bfn.data.toy import toy_bundle, toy_labels
+    from bfn.training import label_count
+
+    n = 2000  # replay the generators' draws: the labels are the generating components
+    rng = np.random.default_rng(0)
+    component = rng.integers(0, 8, n)
+    angle = component * (np.pi / 4)
+    points = 0.7 * np.stack([np.cos(angle), np.sin(angle)], 1) + rng.normal(0.0, 0.05, (n, 2))
+    assert torch.equal(toy_labels("eight_gaussians", torch.tensor(points)), torch.from_numpy(component))
+    rng = np.random.default_rng(1)
+    cells = np.array([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0])
+    cell = rng.integers(0, 8, n)
+    points = (cells[cell] + rng.random((n, 2))) * 0.45 - 0.9
+    assert torch.equal(toy_labels("checkerboard", torch.tensor(points)), torch.from_numpy(cell))
+    bundle = toy_bundle("eight_gaussians", num_train=64, num_val=8, num_test=8)
+    assert bundle.labels["train"].shape == (64,) and label_count(bundle) == 8
+    assert toy_bundle("two_moons", num_train=8, num_val=8, num_test=8).labels is None

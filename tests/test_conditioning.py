@@ -329,6 +329,7 @@ ERRORS = [
     ("discretised", {"known": torch.tensor([0.1, 0.0]), "mask": torch.tensor([True, False])}, "bin centres"),
     ("discrete", {"known": torch.tensor([3, 0]), "mask": torch.tensor([True, False])}, "class indices"),
     ("discrete", {"known": torch.tensor([1.0, 0.0]), "mask": torch.tensor([True, True])}, "integer class"),
+    ("discrete", {"known": torch.tensor([True, False]), "mask": torch.tensor([True, True])}, "integer class"),
     ("discrete", {"known": torch.tensor([1, 0]), "mask": torch.tensor([True, True]), "inpaint": "x"}, "inpaint"),
 ]
 

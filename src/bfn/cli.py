@@ -189,7 +189,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "--conditional",
         action="store_true",
         default=None,
-        help="class-conditional model on the data's labels (digits, mnist, fashion-mnist, cifar10), "
+        help="class-conditional model on the data's labels (digits, mnist, fashion-mnist, cifar10, "
+        "toy:eight_gaussians, toy:checkerboard), "
         "for classifier-free guidance",
     )
     net.add_argument("--label-dropout", type=float, help="--conditional: share of null labels in training (0.1)")

@@ -168,7 +168,8 @@ class TrainConfig:
         num_workers: DataLoader worker processes (0 keeps data loading in the main process; with workers,
             per-item randomness such as dynamic binarisation is not restored bit-identically on resume).
         conditional: train a class-conditional model on the data set's labels (digits, MNIST, Fashion-MNIST,
-            CIFAR-10), for classifier-free guidance; label_dropout: share of labels replaced by the null label.
+            CIFAR-10, toy sets with components), for classifier-free guidance; label_dropout: share of labels
+            replaced by the null label.
     """
 
     data: str = "digits"
@@ -575,7 +576,7 @@ def label_count(bundle: DataBundle) -> int:
     if not bundle.labels:
         raise ValueError(
             f"conditional training needs class labels; {bundle.info.get('name', 'this data set')} has none "
-            "(labelled: digits, mnist, fashion-mnist, cifar10)"
+            "(labelled: digits, mnist, fashion-mnist, cifar10, toy:eight_gaussians, toy:checkerboard)"
         )
     return int(max(int(y.max()) for y in bundle.labels.values() if y.numel())) + 1
 

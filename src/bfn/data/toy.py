@@ -9,7 +9,7 @@ import torch
 
 from bfn.data.core import DataBundle, TensorItems
 
-__all__ = ["TOY_SETS", "toy_bundle", "toy_points"]
+__all__ = ["TOY_SETS", "toy_bundle", "toy_labels", "toy_points"]
 
 LIMIT = 0.99
 """Largest absolute coordinate; the continuous flow clips predictions to [-1, 1], so data stays strictly inside."""
@@ -63,6 +63,22 @@ def toy_points(name: str, n: int, seed: int | list[int]) -> torch.Tensor:
     return torch.from_numpy(points.astype(np.float32))
 
 
+def toy_labels(name: str, points: torch.Tensor) -> torch.Tensor | None:
+    """Component labels of toy points, int64 ``(n,)``, for the sets made of components (else ``None``).
+
+    ``eight_gaussians``: the nearest centre (0-7, counter-clockwise from angle 0; the centres are 11 standard
+    deviations apart, so this is the generating component); ``checkerboard``: the dark square (0-7, row-major).
+    """
+    x, y = points[:, 0].double(), points[:, 1].double()
+    if name == "eight_gaussians":
+        return (torch.round(torch.atan2(y, x) / (torch.pi / 4)) % 8).long()
+    if name == "checkerboard":
+        i = torch.floor((x + 0.9) / 0.45).clamp(0, 3).long()
+        j = torch.floor((y + 0.9) / 0.45).clamp(0, 3).long()
+        return (4 * i + j) // 2  # the dark squares (i + j even) in row-major order
+    return None
+
+
 def toy_bundle(
     name: str, *, split_seed: int = 0, num_train: int = 8000, num_val: int = 1000, num_test: int = 1000
 ) -> DataBundle:
@@ -74,6 +90,7 @@ def toy_bundle(
         raise ValueError(f"toy split sizes must be >= 1, got {sizes}")
     index = list(TOY_SETS).index(name)
     data = {s: toy_points(name, n, [split_seed, index, k]) for k, (s, n) in enumerate(sizes.items())}
+    labels = {s: toy_labels(name, points) for s, points in data.items()}
     return DataBundle(
         train=TensorItems(data["train"]),
         val=TensorItems(data["val"]),
@@ -81,4 +98,5 @@ def toy_bundle(
         data_shape=(2,),
         kind="continuous",
         info={"name": f"toy:{name}", "source": f"generated: bfn.data.toy.{name}", "sizes": sizes},
+        labels=labels if labels["train"] is not None else None,  # type: ignore[arg-type]
     )

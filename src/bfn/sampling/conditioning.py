@@ -271,6 +271,8 @@ def _check_known(
     if not isinstance(known, Tensor):
         raise ValueError(f"known must be a tensor, got {type(known).__name__}")
     mask_b, known_b = (_batched(v, shape, batch, what) for v, what in ((mask, "mask"), (known, "known")))
+    if flow.kind == "discrete" and (known_b.is_floating_point() or known_b.dtype == torch.bool):
+        raise ValueError(f"known values of discrete data must be integer class indices, got dtype {known_b.dtype}")
     if flow.kind != "discrete" and not known_b.is_floating_point():
         raise ValueError(f"known values of {flow.kind} data must be floating point, got dtype {known_b.dtype}")
     mask_b = mask_b.to(device)
