@@ -91,6 +91,7 @@ LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "val_bpd", "time")
 #: fields that may differ between a run's stored config and the config that resumes it
 RESUMABLE_FIELDS = frozenset(
     {"steps", "val_every", "val_examples", "ckpt_every", "device", "resume", "out", "progress", "num_workers"}
+    | {"compile"}
 )
 
 #: default network per data source (the part of the data name before ``:``)
@@ -150,6 +151,8 @@ class TrainConfig:
         progress: show a progress bar (``None``: only on a terminal, rank 0).
         num_workers: DataLoader worker processes (0 keeps data loading in the main process; with workers,
             per-item randomness such as dynamic binarisation is not restored bit-identically on resume).
+        compile: compile the training loss (network and BFN maths, forward and backward) with ``torch.compile``
+            (:meth:`bfn.BFN.compile_core`); the first steps then take longer.
     """
 
     data: str = "digits"
@@ -183,6 +186,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool | None = None
     num_workers: int = 0
+    compile: bool = False
 
     # ---------------------------------------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
@@ -811,6 +815,8 @@ class _Trainer:
         self.loss_module: nn.Module = _GlobalBatchLoss(
             self.model, ctx.rank, ctx.world_size, self.config.batch_size, self.config.loss_steps
         )
+        if self.config.compile:
+            self.loss_module.model.compile_core()  # type: ignore[operator]
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
