@@ -32,6 +32,7 @@ def data() -> Tensor:
     return flow.quantize(torch.rand(5, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1)
 
 
+@pytest.mark.slow
 def test_loss_core_has_no_graph_breaks():
     model, x = make_model(), data()
     tau = torch.rand(5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
