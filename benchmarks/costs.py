@@ -4,6 +4,7 @@
     python benchmarks/costs.py --full       # the GPU-sized benchmark networks (use a GPU)
     python benchmarks/costs.py --profile    # also print the torch.profiler tables of the BFN-only work
     python benchmarks/costs.py --quick      # smoke test
+    python benchmarks/costs.py --images --threads 1   # discretised 3x32x32 images, K = 16/64/256, reference U-Net
 
 The cases are the networks of the quality benchmarks (``benchlib.bench_models``): an MLP for the three digits models
 and a Transformer for KJV text, with their training batch and their sampling batch. Two measurements per cost:
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -283,6 +285,162 @@ def profile(fn: Callable[[], object], title: str, rows: int = 12) -> str:
     return f"--- {title}\n{table}"
 
 
+# ================================================================================================== images
+
+IMAGE_SHAPE = (3, 32, 32)
+IMAGE_SAMPLERS = ("bfn", "bfn-solver++2", "sde-bfn-solver++2", "h-solver")
+IMAGE_LOSS_TARGET = {16: 0.05, 64: 0.25, 256: 0.25}  # BFN-only loss work / bare U-Net step
+IMAGE_SAMPLER_TARGET = 0.05  # BFN-only work per sampler step / one network call
+IMAGE_MEMORY_TARGET = 1.5  # peak added by sampling 256 images (stub network) / the bare network call's
+
+
+def image_model(num_bins: int, device: torch.device) -> bfn.BFN:
+    """The reference U-Net of :mod:`bfn.nets` (default options) on discretised 3x32x32 images with ``K`` bins."""
+    torch.manual_seed(0)
+    net = build_net("unet", IMAGE_SHAPE, 1, 2)
+    return bfn.BFN(net.to(device), bfn.DiscretisedFlow(num_bins, 1e-3), IMAGE_SHAPE)
+
+
+def image_data(model: bfn.BFN, batch: int, device: torch.device) -> Tensor:
+    flow = model.flow
+    return flow.quantize(torch.rand((batch, *IMAGE_SHAPE), device=device) * 2 - 1)  # type: ignore[attr-defined]
+
+
+def measure_images(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """K = 16, 64, 256 with the U-Net: ratios of BFN-only work (stub network) to the network's own, interleaved.
+
+    Per K, one :func:`alternate` run times, in turn: the bare U-Net step (forward + backward, batch ``B``), the
+    stub-network loss step, one bare network call (no grad) and each sampler with the stub network; then the
+    scaling of the stub loss step in K and batch, and the peak memory of sampling 256 images.
+    """
+    batch, steps = args.image_batch, args.steps
+    rows = []
+    for num_bins in args.bins:
+        model = image_model(num_bins, device)
+        stub = stub_model(model)
+        x = image_data(model, batch, device)
+        fns = [bare_step(model, x), bfn_step(stub, x), net_call(model, batch)]
+        fns += [sampler_run(stub, batch, name, steps) for name in IMAGE_SAMPLERS]
+        if args.compile:  # the stub model's loss with BFN.compile_core (compiled during the warm-up)
+            fns.append(bfn_step(stub_model(model).compile_core(), x))
+        times = alternate(fns, device, args.image_repeats, warmup=1)
+        t_net, t_loss, t_call = times[0], times[1], times[2]
+        t_samplers = times[3 : 3 + len(IMAGE_SAMPLERS)]
+        nfe = {name: model.sample(1, sampler=name, steps=steps).nfe for name in IMAGE_SAMPLERS}
+        row: dict[str, Any] = {
+            "num_bins": num_bins,
+            "batch": batch,
+            "net_step_ms": 1e3 * t_net,
+            "bfn_loss_ms": 1e3 * t_loss,
+            "loss_overhead": t_loss / t_net,
+            "net_call_ms": 1e3 * t_call,
+            "samplers": {
+                name: {"nfe": nfe[name], "bfn_ms_per_call": 1e3 * t / nfe[name], "overhead": t / (nfe[name] * t_call)}
+                for name, t in zip(IMAGE_SAMPLERS, t_samplers, strict=True)
+            },
+        }
+        if args.compile:
+            row["bfn_loss_compiled_ms"] = 1e3 * times[-1]
+            row["loss_overhead_compiled"] = times[-1] / t_net
+        rows.append(row)
+        print(
+            f"K={num_bins}: loss {100 * row['loss_overhead']:+.1f}% of the U-Net step; "
+            + ", ".join(f"{n} {100 * v['overhead']:+.2f}%" for n, v in row["samplers"].items()),
+            flush=True,
+        )
+    result: dict[str, Any] = {"rows": rows, "scaling": image_scaling(args, device)}
+    if args.image_memory:
+        result["memory"] = image_memory(device)
+    return result
+
+
+def image_scaling(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """BFN-only loss step (stub network) per element, for K in 2 .. 1024 and several batches, interleaved."""
+    cases = [(k, args.image_batch) for k in (2, 16, 64, 256, 1024)] + [(256, b) for b in (4, 64)]
+    fns = []
+    for num_bins, batch in cases:
+        stub = stub_model(image_model(num_bins, device))
+        fns.append(bfn_step(stub, image_data(stub, batch, device)))
+    times = alternate(fns, device, args.image_repeats, warmup=1)
+    elements = math.prod(IMAGE_SHAPE)
+    return [
+        {"num_bins": k, "batch": b, "bfn_loss_ms": 1e3 * t, "ns_per_element": 1e9 * t / (b * elements)}
+        for (k, b), t in zip(cases, times, strict=True)
+    ]
+
+
+def image_memory(device: torch.device, batch: int = 256, num_bins: int = 256) -> dict[str, Any]:
+    """Peak memory of one bare network call on ``batch`` images and of each sampler (2 steps) with the stub network."""
+    model = image_model(num_bins, device)
+    stub = stub_model(model)
+    out: dict[str, Any] = {
+        "batch": batch,
+        "num_bins": num_bins,
+        "net_call_mib": peak_memory(net_call(model, batch), device),
+    }
+    out["loss_step_net_mib"] = peak_memory(bare_step(model, image_data(model, 16, device)), device)
+    out["loss_step_bfn_mib"] = peak_memory(bfn_step(stub, image_data(stub, 16, device)), device)
+    out["samplers_mib"] = {name: peak_memory(sampler_run(stub, batch, name, 2), device) for name in IMAGE_SAMPLERS}
+    return out
+
+
+def images_markdown(result: dict[str, Any], machine: str, command: str) -> str:
+    def pct(v: float) -> str:
+        return f"{100 * v:+.1f}%"
+
+    header = ["K", "U-Net step (ms)", "BFN loss work (ms)", "loss overhead", "net call (ms)"]
+    header += [f"`{n}` per step" for n in IMAGE_SAMPLERS]
+    body = []
+    for r in result["rows"]:
+        cells = [str(r["num_bins"]), f"{r['net_step_ms']:.0f}", f"{r['bfn_loss_ms']:.1f}", pct(r["loss_overhead"])]
+        cells.append(f"{r['net_call_ms']:.0f}")
+        cells += [f"{pct(v['overhead'])} ({v['bfn_ms_per_call']:.2f} ms)" for v in r["samplers"].values()]
+        body.append(cells)
+    compiled = [
+        f"K = {r['num_bins']}: {r['bfn_loss_compiled_ms']:.1f} ms ({pct(r['loss_overhead_compiled'])})"
+        for r in result["rows"]
+        if "bfn_loss_compiled_ms" in r
+    ]
+    scaling = [
+        [str(r["num_bins"]), str(r["batch"]), f"{r['bfn_loss_ms']:.1f}", f"{r['ns_per_element']:.0f}"]
+        for r in result["scaling"]
+    ]
+    lines = [
+        "# Costs: discretised images",
+        "",
+        f"Machine: {machine}. Command: `{command}`.",
+        "",
+        "3x32x32 discretised data, the reference U-Net (`build_net('unet', (3, 32, 32), 1, 2)`), batch "
+        f"{result['rows'][0]['batch']}; BFN's own work isolated with a constant stub network; medians of "
+        "interleaved runs. Loss overhead = stub loss step (forward + backward) / bare U-Net step (targets: "
+        f"{', '.join(f'K = {k}: {100 * v:.0f}%' for k, v in IMAGE_LOSS_TARGET.items())}); sampler overhead = "
+        f"stub sampler time per network call / one bare network call (target {100 * IMAGE_SAMPLER_TARGET:.0f}%).",
+        "",
+        markdown_table(header, body),
+        "",
+    ]
+    if compiled:
+        lines += ["BFN's loss work with `BFN.compile_core()` (stub network): " + "; ".join(compiled) + ".", ""]
+    lines += [
+        "Scaling of the stub loss step in K and batch (O(1) per element):",
+        "",
+        markdown_table(["K", "batch", "BFN loss work (ms)", "ns per element"], scaling),
+        "",
+    ]
+    memory = result.get("memory")
+    if memory:
+        net = memory["net_call_mib"]
+        cells = [f"`{n}`: {m:.0f} MiB" for n, m in memory["samplers_mib"].items()]
+        lines += [
+            f"Peak memory, {memory['batch']} images at K = {memory['num_bins']}: one bare network call "
+            f"{net:.0f} MiB; sampling with the stub network (BFN's own memory, 2 steps): " + ", ".join(cells) + ". "
+            f"Loss step at batch 16: U-Net forward + backward {memory['loss_step_net_mib']:.0f} MiB, BFN's own "
+            f"{memory['loss_step_bfn_mib']:.0f} MiB.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
 # ================================================================================================== main
 
 
@@ -442,6 +600,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample-repeats", type=int, default=3, help="timed repeats of a sampler run (default 3)")
     parser.add_argument("--models", nargs="*", metavar="NAME", help="benchmark models (default: all four)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler tables of the BFN-only work")
+    parser.add_argument("--images", action="store_true", help="only the discretised 3x32x32 U-Net cases")
+    parser.add_argument("--bins", type=int, nargs="+", default=[16, 64, 256], help="K of the image cases")
+    parser.add_argument("--compile", action="store_true", help="image cases: also time the compiled stub loss")
+    parser.add_argument("--image-batch", type=int, default=16, help="batch of the image cases (default 16)")
+    parser.add_argument("--image-repeats", type=int, default=5, help="timed repeats of the image cases (default 5)")
+    parser.add_argument(
+        "--no-image-memory", dest="image_memory", action="store_false", help="skip the 256-image memory peaks"
+    )
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results[/full])")
     parser.add_argument(
         "--clock",
@@ -460,6 +626,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = f"{machine_description()}; timer: {'process CPU time' if clock == 'cpu' else 'wall time'}"
     command = "python benchmarks/costs.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"{machine}; device {device}", flush=True)
+    if args.images:
+        if args.quick:
+            args.bins, args.image_repeats, args.image_memory = [16], 1, False
+        result = measure_images(args, device)
+        text = images_markdown(result, machine, command.strip())
+        print(text)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "costs_images.md").write_text(text)
+        payload = {"machine": machine, "command": command, **result}
+        (out_dir / "costs_images.json").write_text(json.dumps(payload, indent=1))
+        return 0
     rows, profiles = [], []
     for case in cases(mode):
         if args.models and case.name not in args.models:

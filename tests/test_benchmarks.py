@@ -133,6 +133,18 @@ def test_costs_quick(tmp_path: Path) -> None:
     assert "Training step" in (tmp_path / "costs.md").read_text()
 
 
+@pytest.mark.slow
+def test_costs_images_quick(tmp_path: Path) -> None:
+    costs = _load("costs")
+    argv = ["--images", "--quick", "--threads", "1", "--image-batch", "2", "--steps", "2", "--out", str(tmp_path)]
+    assert costs.main(argv) == 0
+    result = json.loads((tmp_path / "costs_images.json").read_text())
+    assert [r["num_bins"] for r in result["rows"]] == [16]
+    assert set(result["rows"][0]["samplers"]) == set(costs.IMAGE_SAMPLERS)
+    assert all(r["ns_per_element"] > 0 for r in result["scaling"])
+    assert "discretised images" in (tmp_path / "costs_images.md").read_text()
+
+
 def test_describe_quick(quick_runs: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]) -> None:
     runs, models = quick_runs
     quality = _load("quality_vs_nfe")

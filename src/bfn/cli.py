@@ -194,6 +194,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "for classifier-free guidance",
     )
     net.add_argument("--label-dropout", type=float, help="--conditional: share of null labels in training (0.1)")
+    opt.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="compile the training loss with torch.compile (network and BFN maths; slower first steps)",
+    )
     run = p.add_argument_group("run")
     run.add_argument("--out", help="run folder (default runs/<data>-<flow>)")
     run.add_argument(
@@ -201,7 +207,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="continue the run in --out from its latest checkpoint (unset options keep their stored "
-        "values; only --steps, --val-every, --val-examples, --ckpt-every, --device may change)",
+        "values; only --steps, --val-every, --val-examples, --ckpt-every, --device, --compile may change)",
     )
     run.add_argument(
         "--overwrite",
@@ -370,7 +376,7 @@ TRAIN_FIELDS = {
     "net": "net", "steps": "steps", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
     "betas": "betas", "warmup": "warmup", "ema_decay": "ema_decay", "loss": "loss", "amp": "amp", "out": "out",
     "resume": "resume", "val_every": "val_every", "val_examples": "val_examples", "ckpt_every": "ckpt_every",
-    "device": "device", "seed": "seed", "num_workers": "num_workers", "progress": "progress",
+    "device": "device", "seed": "seed", "num_workers": "num_workers", "progress": "progress", "compile": "compile",
 }  # fmt: skip
 TRAIN_FIELDS.update(conditional="conditional", label_dropout="label_dropout")
 

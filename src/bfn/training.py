@@ -93,6 +93,7 @@ LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "val_bpd", "time")
 #: fields that may differ between a run's stored config and the config that resumes it
 RESUMABLE_FIELDS = frozenset(
     {"steps", "val_every", "val_examples", "ckpt_every", "device", "resume", "out", "progress", "num_workers"}
+    | {"compile"}
 )
 
 #: integer fields of TrainConfig with their (inclusive) ranges
@@ -170,6 +171,8 @@ class TrainConfig:
         conditional: train a class-conditional model on the data set's labels (digits, MNIST, Fashion-MNIST,
             CIFAR-10, toy sets with components), for classifier-free guidance; label_dropout: share of labels
             replaced by the null label.
+        compile: compile the training loss (network and BFN maths, forward and backward) with ``torch.compile``
+            (:meth:`bfn.BFN.compile_core`); the first steps then take longer.
     """
 
     data: str = "digits"
@@ -205,6 +208,7 @@ class TrainConfig:
     num_workers: int = 0
     conditional: bool = False
     label_dropout: float = 0.1
+    compile: bool = False
 
     # ---------------------------------------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
@@ -963,6 +967,8 @@ class _Trainer:
         self.loss_module: nn.Module = _GlobalBatchLoss(
             self.model, ctx.rank, ctx.world_size, self.config.batch_size, self.config.loss_steps
         )
+        if self.config.compile:
+            self.loss_module.model.compile_core()  # type: ignore[operator]
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
 

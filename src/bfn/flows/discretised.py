@@ -257,19 +257,34 @@ def gaussian_bin_mean(mu_x: Tensor, sigma_x: Tensor, num_bins: int) -> Tensor:
     """
     width = 2.0 / num_bins
     edges = min(WINDOW_EDGES, num_bins - 1)
-    u = (mu_x + 1.0) / width
-    first = torch.ceil(u.detach() - 0.5 * edges).clamp(1.0, float(num_bins - edges))  # j0
-    nearest = torch.floor(u.detach() + 0.5).clamp(1.0, float(num_bins - 1))  # inside the window
+    if edges == num_bins - 1:
+        total = _window_cdf_sum(mu_x, sigma_x, num_bins, edges)
+    elif torch.compiler.is_compiling():  # both forms everywhere, no data-dependent shapes
+        r = sigma_x / width
+        wide = _euler_maclaurin_cdf_sum((mu_x + 1.0) / width, r.clamp_min(EM_MIN_WIDTH), num_bins)
+        total = torch.where(r > EM_MIN_WIDTH, wide, _window_cdf_sum(mu_x, sigma_x, num_bins, edges))
+    else:  # each element through its own form
+        wide = sigma_x > EM_MIN_WIDTH * width
+        total = torch.empty_like(mu_x)
+        if wide.any():
+            mu_w, sigma_w = mu_x[wide], sigma_x[wide]
+            total[wide] = _euler_maclaurin_cdf_sum((mu_w + 1.0) / width, sigma_w / width, num_bins)
+        narrow = ~wide
+        if narrow.any():
+            total[narrow] = _window_cdf_sum(mu_x[narrow], sigma_x[narrow], num_bins, edges)
+    return (1.0 - 0.5 * width) - width * total
+
+
+def _window_cdf_sum(mu_x: Tensor, sigma_x: Tensor, num_bins: int, edges: int) -> Tensor:
+    """``sum_{j=1}^{K-1} Phi((e_j - mu_x)/sigma_x)`` from the ``edges`` edges nearest ``mu_x`` (gaussian_bin_mean)."""
+    width = 2.0 / num_bins
+    u = (mu_x.detach() + 1.0) / width
+    first = torch.ceil(u - 0.5 * edges).clamp(1.0, float(num_bins - edges))  # j0
+    nearest = torch.floor(u + 0.5).clamp(1.0, float(num_bins - 1))  # inside the window
     scale = _SQRT_HALF / sigma_x  # erf(w) = 2 Phi(z) - 1 with w = z / sqrt(2)
     w_near = (nearest * width - 1.0 - mu_x) * scale  # the edges' w relative to the nearest: no cancellation there
     erf_sum = _window_erf_sum(w_near, width * scale, first - nearest, edges)
-    window = (num_bins - 0.5 * edges - first) + 0.5 * erf_sum
-    if edges == num_bins - 1:
-        total = window
-    else:
-        r = sigma_x / width
-        total = torch.where(r > EM_MIN_WIDTH, _euler_maclaurin_cdf_sum(u, r.clamp_min(EM_MIN_WIDTH), num_bins), window)
-    return (1.0 - 0.5 * width) - width * total
+    return (num_bins - 0.5 * edges - first) + 0.5 * erf_sum
 
 
 def _euler_maclaurin_cdf_sum(u: Tensor, r: Tensor, num_bins: int) -> Tensor:
