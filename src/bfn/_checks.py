@@ -185,7 +185,13 @@ NETWORK_HINT = "the network diverged or its weights are not finite (check the le
 
 
 def check_finite_output(out: Tensor, what: str = "network output", hint: str = NETWORK_HINT) -> None:
-    """Raise :class:`NonFiniteError` when a floating ``out`` holds NaN or Inf (one reduction)."""
-    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+    """Raise :class:`NonFiniteError` when a floating ``out`` holds NaN or Inf.
+
+    One fused min/max reduction without a full-size temporary: NaN propagates to both and an infinity is one of them.
+    """
+    if not out.is_floating_point() or out.numel() == 0:
+        return
+    low, high = torch.aminmax(out.detach())
+    if not bool(torch.isfinite(low) & torch.isfinite(high)):
         bad = int((~torch.isfinite(out)).sum())
         raise NonFiniteError(f"{what} contains {bad} NaN or Inf value(s) of {out.numel()}; {hint}")
