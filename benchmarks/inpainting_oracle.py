@@ -22,7 +22,6 @@ unconditional sampling, the baseline). The Monte-Carlo floor is the same distanc
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +29,10 @@ import torch
 from scipy.stats import norm
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 import bfn
 from bfn.flows import ContinuousFlow, DiscreteFlow, DiscretisedFlow
 from bfn.sampling import sample
-from oracles import BinaryBinTableNet, CorrelatedGaussianDenoiser, TripleTable
+from bfn.testing import BinaryBinTableNet, CorrelatedGaussianDenoiser, TripleTable
 
 F64 = torch.float64
 METHODS = ("certain", "replace", "ignore")

@@ -57,7 +57,7 @@ from torch import Tensor, nn
 import bfn
 from bfn.flows import ContinuousFlow, DiscreteFlow
 from bfn.sampling import SAMPLERS, sample
-from bfn.testing import ExactBinPosteriorFlow, GaussianDenoiser, MixtureDenoiser, ZeroNet
+from bfn.testing import ExactBinPosteriorFlow, GaussianDenoiser, MixtureDenoiser, TripleTable, ZeroNet
 
 NFES = (5, 10, 20, 50, 100, 200)
 MIXTURE = ([0.3, 0.7], [-0.5, 0.4], [0.1, 0.2])
@@ -88,27 +88,6 @@ class PairTable(nn.Module):
     def forward(self, theta: Tensor, tau: Tensor) -> Tensor:
         t1, t2 = theta[:, 0].double(), theta[:, 1].double()
         marginals = torch.stack([t1 * (t2 @ self.table.T), t2 * (t1 @ self.table)], 1)
-        return torch.log(marginals.clamp_min(1e-300)).to(theta.dtype)
-
-
-class TripleTable(nn.Module):
-    """Exact per-position posterior marginals for 3 positions with joint table ``P`` of shape ``(3, 3, 3)``."""
-
-    def __init__(self, table: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("table", table)
-
-    def forward(self, theta: Tensor, tau: Tensor) -> Tensor:
-        t1, t2, t3 = theta[:, 0].double(), theta[:, 1].double(), theta[:, 2].double()
-        p = self.table
-        marginals = torch.stack(
-            [
-                t1 * torch.einsum("ijk,bj,bk->bi", p, t2, t3),
-                t2 * torch.einsum("ijk,bi,bk->bj", p, t1, t3),
-                t3 * torch.einsum("ijk,bi,bj->bk", p, t1, t2),
-            ],
-            1,
-        )
         return torch.log(marginals.clamp_min(1e-300)).to(theta.dtype)
 
 
