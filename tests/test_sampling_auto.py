@@ -75,10 +75,8 @@ def test_grid_arguments_are_checked():
         time_power_grid(0, 1e-3, 1.4)
 
 
-# ------------------------------------------------------------------------------------------------- orders
-def test_third_order_on_the_continuous_tuned_grid():
-    """BFN-Solver++3 on the tuned log-SNR grid converges at order ``min(3, 4 p) = 2.4`` (its first steps shrink like
-    ``n^-p``); Gaussian data, exact flow map, exact warm start."""
+def _gaussian_case():
+    """Gaussian data, its exact denoiser, a start at t = 0.98 and the exact flow map ``exact(t)`` of that start."""
     flow = ContinuousFlow(1e-3, clip=False)
     model = bfn.BFN(GaussianDenoiser(flow, M, W), flow, (7,), dtype=F64)
     sde, t0 = flow.sde, 0.98
@@ -93,6 +91,16 @@ def test_third_order_on_the_continuous_tuned_grid():
     def exact(t):
         t = torch.as_tensor(t, dtype=F64)
         return sde.alpha(t) * M + torch.sqrt(v(t) / v(t0)) * (x0 - alpha0 * M)
+
+    return model, x0, exact
+
+
+# ------------------------------------------------------------------------------------------------- orders
+def test_third_order_on_the_continuous_tuned_grid():
+    """BFN-Solver++3 on the tuned log-SNR grid converges at order ``min(3, 4 p) = 2.4`` (its first steps shrink like
+    ``n^-p``); Gaussian data, exact flow map, exact warm start."""
+    model, x0, exact = _gaussian_case()
+    sde, t0 = model.flow.sde, 0.98
 
     steps, errors = (80, 160, 320), []
     for n in steps:
@@ -195,25 +203,6 @@ def test_auto_reaches_the_oracle_floor_where_the_paper_preset_does_not():
 
 
 # ------------------------------------------------------------------------------------ predictor-corrector
-def _gaussian_case():
-    flow = ContinuousFlow(1e-3, clip=False)
-    model = bfn.BFN(GaussianDenoiser(flow, M, W), flow, (7,), dtype=F64)
-    sde, t0 = flow.sde, 0.98
-
-    def v(t):
-        t = torch.as_tensor(t, dtype=F64)
-        return sde.alpha(t) ** 2 * W * W + sde.sigma(t) ** 2
-
-    alpha0 = float(sde.alpha(torch.tensor(t0, dtype=F64)))
-    x0 = (alpha0 * M + math.sqrt(float(v(t0))) * torch.linspace(-2, 2, 7, dtype=F64)).reshape(1, 7)
-
-    def exact(t):
-        t = torch.as_tensor(t, dtype=F64)
-        return sde.alpha(t) * M + torch.sqrt(v(t) / v(t0)) * (x0 - alpha0 * M)
-
-    return model, x0, exact
-
-
 def test_predictor_corrector_is_third_order():
     """``bfn-solver++pc``: a second-order predictor and a third-order corrector give order 3 (exact warm start)."""
     from test_sampling_orders import grid_of
@@ -226,17 +215,3 @@ def test_predictor_corrector_is_third_order():
         second.append((solve(model, "bfn-solver++2", x0, g, exact, True) - exact(0.02)).abs().max().item())
     assert measured_order(errors, steps) >= 2.7, errors
     assert errors[-1] < second[-1] / 5
-
-
-def test_predictor_corrector_is_exact_for_a_point_mass():
-    flow = ContinuousFlow(1e-3, clip=False)
-    model = bfn.BFN(GaussianDenoiser(flow, M, 0.0), flow, (3,), dtype=F64)
-    sde = flow.sde
-    x0 = torch.tensor([[0.1, -0.2, 0.4]], dtype=F64)
-
-    def exact(t):
-        s, t = torch.tensor(0.9, dtype=F64), torch.as_tensor(t, dtype=F64)
-        return sde.alpha(t) * M + sde.sigma(t) / sde.sigma(s) * (x0 - sde.alpha(s) * M)
-
-    out = solve(model, "bfn-solver++pc", x0, [0.9, 0.6, 0.4, 0.2, 0.0], exact, warm=False)
-    torch.testing.assert_close(out, exact(0.0), rtol=1e-10, atol=1e-12)

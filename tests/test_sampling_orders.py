@@ -227,6 +227,8 @@ def test_ode_solvers_are_exact_for_a_point_mass():
         s, t = torch.tensor(0.9, dtype=F64), torch.as_tensor(t, dtype=F64)
         return sde.alpha(t) * M + sde.sigma(t) / sde.sigma(s) * (x0 - sde.alpha(s) * M)
 
-    for name in ("bfn-solver1", "bfn-solver++1", "bfn-solver++2", "bfn-solver++3", "bfn-solver++2s", "bfn-solver++3s"):
-        out = solve(model, name, x0, [0.9, 0.5, 0.2, 0.0], exact, warm=False)
-        torch.testing.assert_close(out, exact(0.0), rtol=1e-10, atol=1e-12)
+    names = ("bfn-solver1", "bfn-solver++1", "bfn-solver++2", "bfn-solver++3", "bfn-solver++2s", "bfn-solver++3s")
+    for name in (*names, "bfn-solver++pc"):
+        for grid in ([0.9, 0.5, 0.2, 0.0], [0.9, 0.6, 0.4, 0.2, 0.0]):
+            out = solve(model, name, x0, grid, exact, warm=False)
+            torch.testing.assert_close(out, exact(0.0), rtol=1e-10, atol=1e-12)
