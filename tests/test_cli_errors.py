@@ -21,6 +21,7 @@ from bfn._checks import NonFiniteError
 from bfn.checkpoint import load_checkpoint, manifest_checksum, save_pretrained
 from bfn.cli import main
 from bfn.training import TrainConfig, train
+from test_training import tiny
 
 TINY = ["--net", "mlp", "--net-option", "hidden=16", "--net-option", "depth=1"]
 TOY = ["--data", "toy:two_moons", "--data-option", "num_train=128", "--data-option", "num_test=64"]
@@ -226,23 +227,13 @@ def test_train_refuses_a_run_of_other_settings(run: Path, capsys, tmp_path: Path
 
 # ------------------------------------------------------------------------------------------- non-finite runs
 def _tiny(out: Path, **changes) -> TrainConfig:
-    base = TrainConfig(
-        data="toy:two_moons",
-        data_options={"num_train": 128, "num_val": 32, "num_test": 32},
-        flow="continuous",
-        sigma_1=0.02,
-        net="mlp",
-        net_options={"hidden": 16, "depth": 1},
-        steps=6,
-        batch_size=16,
-        warmup=1,
-        val_every=0,
-        val_examples=16,
-        ckpt_every=2,
-        out=str(out),
-        progress=False,
-    )
-    return base.replace(**changes)
+    """The training tests' tiny two-moons run, smaller still: 6 steps, a checkpoint every 2."""
+    small = {
+        "data_options": {"num_train": 128, "num_val": 32, "num_test": 32},
+        "net_options": {"hidden": 16, "depth": 1},
+    }
+    settings = {**small, "steps": 6, "warmup": 1, "val_every": 0, "val_examples": 16, "ckpt_every": 2}
+    return tiny(out, **{**settings, **changes})
 
 
 def test_a_non_finite_loss_stops_training_without_a_nan_checkpoint(tmp_path: Path, monkeypatch) -> None:
