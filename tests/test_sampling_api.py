@@ -117,10 +117,18 @@ def test_conformance(name, kind, dtype):
 
 
 def test_typed_options_cover_every_sampler_option():
-    from bfn.sampling import SamplerOptions
+    from dataclasses import fields
+
+    from bfn.sampling import HSolverOptions, OriginalOptions, SamplerOptions, SolverOptions
 
     accepted = set().union(*(spec.defaults() for spec in SAMPLERS.values()))
-    assert accepted == set(SamplerOptions.__annotations__)
+    families = (OriginalOptions, SolverOptions, HSolverOptions)
+    assert accepted == {f.name for family in families for f in fields(family)}
+    for spec in SAMPLERS.values():  # a sampler accepts exactly the typed fields of its family
+        assert issubclass(spec.options, SamplerOptions)
+        assert spec.defaults() == {f.name: f.default for f in fields(spec.options)}
+    for family in families:  # every field is typed and checked
+        assert all(f.type and callable(f.metadata["check"]) for f in fields(family))
 
 
 def test_nfe_formula_examples():
