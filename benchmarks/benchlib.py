@@ -322,8 +322,8 @@ def sampler_variants(kind: str, logsnr: bool = True) -> list[Variant]:
         if kind not in spec.kinds:
             continue
         if name == "h-solver":
-            defaults = spec.options
-            out.append(Variant(f"h-solver (h={defaults['h']}, order {defaults['order']})", name, dict(defaults)))
+            defaults = {key: spec.defaults()[key] for key in ("h", "order")}
+            out.append(Variant(f"h-solver (h={defaults['h']}, order {defaults['order']})", name, defaults))
         else:
             out.append(Variant(name, name))
         if name == "bfn" and kind == "discrete":

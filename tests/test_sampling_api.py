@@ -117,10 +117,37 @@ def test_conformance(name, kind, dtype):
 
 
 def test_typed_options_cover_every_sampler_option():
-    from bfn.sampling import SamplerOptions
+    from dataclasses import fields
+
+    from bfn.sampling import HSolverOptions, OriginalOptions, SamplerOptions, SolverOptions
 
     accepted = set().union(*(spec.defaults() for spec in SAMPLERS.values()))
-    assert accepted == set(SamplerOptions.__annotations__)
+    families = (OriginalOptions, SolverOptions, HSolverOptions)
+    assert accepted == {f.name for family in families for f in fields(family)}
+    for spec in SAMPLERS.values():  # a sampler accepts exactly the typed fields of its family
+        assert issubclass(spec.options, SamplerOptions)
+        assert spec.defaults() == {f.name: f.default for f in fields(spec.options)}
+    for family in families:  # every field is typed and checked
+        assert all(f.type and callable(f.metadata["check"]) for f in fields(family))
+
+
+def test_options_objects_parse_once_with_their_defaults_and_the_kind():
+    from dataclasses import FrozenInstanceError
+
+    from bfn.sampling import HSolverOptions, OriginalOptions, SolverOptions, resolve_options
+
+    assert SolverOptions.defaults()["grid"] == "uniform" and SAMPLERS["h-solver"].defaults()["h"] == 0.5
+    assert SAMPLERS["bfn"].options is OriginalOptions and SAMPLERS["h-solver"].options is HSolverOptions
+    opts = resolve_options("h-solver", SAMPLERS["h-solver"], "discrete", {"order": 3, "final": "denoise"})
+    assert isinstance(opts, HSolverOptions) and (opts.order, opts.final, opts.h) == (3, "denoise", 0.5)
+    assert opts.eta == 1e-3  # the kind's default, filled in by the flow
+    assert resolve_options("bfn-solver++2", SAMPLERS["bfn-solver++2"], "continuous", {"eta": 0.2}).eta == 0.2
+    with pytest.raises(FrozenInstanceError):
+        opts.h = 1.0  # type: ignore[misc]
+    with pytest.raises(ValueError, match=r"expected one of \('uniform', 'logsnr', 'tuned'\) or a tensor"):
+        SolverOptions.parse("bfn-solver++2", {"grid": "cosine"})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['h'\] for sampler 'bfn'"):
+        OriginalOptions.parse("bfn", {"h": 0.5})
 
 
 def test_nfe_formula_examples():

@@ -22,7 +22,6 @@ from bfn._checks import (
     check_int,
 )
 from bfn.flows.base import Flow, as_f64
-from bfn.time import flip_clock
 
 if TYPE_CHECKING:
     from bfn.sampling import SampleOutput
@@ -145,23 +144,22 @@ class BFN(nn.Module):
         """Data prediction ``x0_hat`` in state space at *solver* time ``t`` (one network call, two when guided).
 
         ``conditioning``: ``labels``, ``guidance``, ``known``, ``mask``, ``inpaint`` as for :meth:`sample`
-        (see :func:`bfn.sampling.conditioning.build_conditioning`).
+        (see :func:`bfn.sampling.conditioning.build_conditioning`). The prediction is made by
+        :class:`bfn.sampling.Predictor`, as in every sampler.
         """
-        tau = flip_clock(as_f64(t, state.device))
-        if not conditioning:
-            return self.flow.data_prediction(self.call_net(state, tau), state, tau)
         from bfn.sampling.conditioning import build_conditioning
+        from bfn.sampling.engine import Predictor
 
-        cond = build_conditioning(self, state.shape[0], dtype=state.dtype, device=state.device, **conditioning)
-        if cond is None:
-            return self.flow.data_prediction(self.call_net(state, tau), state, tau)
-        return cond.prediction(self.flow, self.flow.data_prediction(cond.net_out(self, state, tau), state, tau))
+        cond = None
+        if conditioning:
+            cond = build_conditioning(self, state.shape[0], dtype=state.dtype, device=state.device, **conditioning)
+        return Predictor(self, conditioning=cond)(state, t)
 
     def _check(self, x: Tensor) -> Tensor:
-        """Validate a data batch; discrete class indices of any integer dtype come back as ``torch.long``."""
+        """Validate a data batch and return it in the flow's dtype (discrete: class indices as ``torch.long``)."""
         check_batch(x, "x")
         self.flow.check_data(x, self.data_shape)
-        return x.long() if self.flow.kind == "discrete" and x.dtype != torch.long else x
+        return self.flow.normalise_data(x)
 
     def _check_labels(self, labels: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
         if labels is None:

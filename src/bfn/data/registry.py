@@ -8,6 +8,7 @@ from typing import Any
 
 from bfn.data import images, text, toy
 from bfn.data.core import KINDS, DataBundle, Kind
+from bfn.flows import flow_type
 
 __all__ = ["SOURCES", "Request", "Source", "dataset_names", "load_dataset"]
 
@@ -81,12 +82,10 @@ def _toy(request: Request) -> DataBundle:
     return toy.toy_bundle(request.location.replace("-", "_"), split_seed=request.split_seed, **request.options)
 
 
-_IMAGE_KINDS: tuple[Kind, ...] = ("continuous", "discretised", "discrete")
-
 SOURCES: dict[str, Source] = {
-    "digits": Source(_IMAGE_KINDS, _digits, "digits", num_levels=17, num_classes=2),
+    "digits": Source(KINDS, _digits, "digits", num_levels=17, num_classes=2),
     "mnist": Source(
-        _IMAGE_KINDS,
+        KINDS,
         _images(images.load_mnist, "mnist"),
         "mnist or mnist:DIR",
         location="path",
@@ -95,7 +94,7 @@ SOURCES: dict[str, Source] = {
         num_classes=2,
     ),
     "fashion-mnist": Source(
-        _IMAGE_KINDS,
+        KINDS,
         _images(images.load_fashion_mnist, "fashion-mnist"),
         "fashion-mnist or fashion-mnist:DIR",
         location="path",
@@ -131,24 +130,6 @@ SOURCES: dict[str, Source] = {
 def dataset_names() -> str:
     """Human-readable list of valid data set names."""
     return "; ".join(source.usage for source in SOURCES.values())
-
-
-def _resolve_num_bins(source_name: str, source: Source, kind: Kind, num_bins: int | None) -> int | None:
-    if kind == "discretised":
-        bins = num_bins if num_bins is not None else source.num_levels
-        if not isinstance(bins, int) or bins < 2:
-            raise ValueError(f"num_bins must be an int >= 2 for discretised data, got {num_bins!r}")
-        return bins
-    if kind == "discrete":
-        if num_bins is not None and num_bins != source.num_classes:
-            raise ValueError(
-                f"{source_name!r} as discrete data has {source.num_classes} classes; num_bins={num_bins} "
-                "does not apply (num_bins is for discretised data)"
-            )
-        return None
-    if num_bins is not None:
-        raise ValueError(f"num_bins applies to discretised data only, not to {kind} data")
-    return None
 
 
 def load_dataset(
@@ -223,8 +204,10 @@ def _request(
             f"data set {source_name!r} supports kind {' or '.join(source.kinds)}, not {kind!r}"
             + ("; text is discrete data (K = 27 characters)" if source.num_classes == text.NUM_CHARS else "")
         )
-    bins = _resolve_num_bins(source_name, source, kind, num_bins)
-    if binarize and not (kind == "discrete" and source.num_classes == 2):
+    flow = flow_type(kind).for_data(
+        num_bins=num_bins, num_classes=source.num_classes, num_levels=source.num_levels, source=source_name
+    )
+    if binarize and not (flow.class_indices and flow.num_classes == images.BINARY):
         raise ValueError("binarize=True applies to discrete image data only (kind='discrete' with digits or MNIST)")
     unknown = sorted(set(kw) - set(source.options))
     if unknown:
@@ -247,7 +230,7 @@ def _request(
         name=name,
         kind=kind,
         location=where or None,
-        num_bins=bins,
+        num_bins=flow.num_bins,
         split_seed=split_seed,
         seq_len=seq_len,
         binarize=binarize,

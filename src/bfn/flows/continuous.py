@@ -1,8 +1,14 @@
-"""Continuous data: Gaussian input distributions over real-valued data in [-1, 1] (Graves et al., 2023, sec. 4)."""
+"""Continuous data: Gaussian input distributions over real-valued data in [-1, 1] (Graves et al., 2023, sec. 4).
+
+The Gaussian input distribution, its Bayesian update, flow distribution and SDE are shared with discretised data,
+whose :class:`~bfn.flows.DiscretisedFlow` holds a :class:`ContinuousFlow` for them (composition) and reuses the
+module functions below.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -10,10 +16,25 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bfn._checks import check_batch, check_bool, check_real
-from bfn.flows.base import LOG_2PI, Flow, LinearSDE, as_f64, expand_like
+from bfn.flows.base import (
+    LOG_2PI,
+    LOGSNR_POWER,
+    SMALL_BUDGET,
+    AutoChoice,
+    Flow,
+    FlowKind,
+    LinearSDE,
+    SamplingDefaults,
+    as_f64,
+    broadcast_statistic,
+    expand_like,
+)
 
 T_MIN = 1e-6  # below this BFN time the continuous data estimate is set to 0 (reference code)
 SIGMA_1_MIN = 1e-12  # smallest supported sigma_1: the loss weight -ln(sigma_1) / sigma_1^2 must fit float32
+
+SMALL_BUDGET_AUTO = AutoChoice("bfn-solver++2", {"grid": "logsnr", "eta": 1e-2, "final": "drop"}, SMALL_BUDGET)
+"""``sampler="auto"`` up to ``SMALL_BUDGET`` calls for the Gaussian kinds (too few steps to pay for a small ``eta``)."""
 
 
 class ContinuousSDE(LinearSDE):
@@ -64,7 +85,14 @@ class ContinuousFlow(Flow):
         clip: clip ``x_hat`` to [-1, 1] (data must then lie in [-1, 1]); turn off for unbounded data.
     """
 
-    kind: ClassVar[str] = "continuous"
+    kind: ClassVar[FlowKind] = "continuous"
+    sampling: ClassVar[SamplingDefaults] = SamplingDefaults(
+        eta=1e-2,
+        auto=(SMALL_BUDGET_AUTO, AutoChoice("bfn-solver++pc", {"grid": "tuned", "eta": 1e-4, "final": "drop"})),
+        tuned_grid="logsnr",
+        tuned_power=LOGSNR_POWER,
+    )
+    min_eta: ClassVar[float] = T_MIN
     input_channels = 1
     output_channels = 1
 
@@ -76,6 +104,20 @@ class ContinuousFlow(Flow):
 
     def config(self) -> dict[str, Any]:
         return {"sigma_1": self.sigma_1, "clip": self.clip}
+
+    @classmethod
+    def for_data(
+        cls,
+        *,
+        num_bins: int | None = None,
+        num_classes: int | None = None,
+        num_levels: int | None = None,
+        source: str = "data",
+    ) -> ContinuousFlow:
+        """A continuous flow with the default schedule; ``num_bins`` does not apply (``ValueError``)."""
+        if num_bins is not None:
+            raise ValueError(f"num_bins applies to discretised data only, not to {cls.kind} data")
+        return cls()
 
     # ---------------------------------------------------------------------------------------------- schedule
     def beta(self, tau: Tensor) -> Tensor:
@@ -92,16 +134,26 @@ class ContinuousFlow(Flow):
 
     # ------------------------------------------------------------------------------------------------- data
     def check_data(self, x: Tensor, data_shape: tuple[int, ...]) -> None:
-        check_batch(x, "data")
-        if not x.is_floating_point():
-            raise ValueError(f"{self.kind} data must be a floating-point tensor, got dtype {x.dtype}")
-        self._check_shape(x, data_shape)
-        self._check_finite(x)
-        if self.clip and x.numel() and (x.min() < -1.0 or x.max() > 1.0):
-            raise ValueError(
-                f"{self.kind} data must lie in [-1, 1] (got min {x.min().item():.4g}, max {x.max().item():.4g}); "
-                "rescale it, or build the flow with clip=False for unbounded data"
-            )
+        check_real_data(x, data_shape, self.kind, bounded=self.clip)
+
+    def data_in_state_space(self, x: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+        """The data itself (the SDE evolves the input mean, centred on ``gamma x``)."""
+        return x.to(dtype)
+
+    def from_unit(self, v: Tensor) -> Tensor:
+        """``2 v - 1``."""
+        return v * 2.0 - 1.0
+
+    def to_unit(self, x: Tensor) -> Tensor:
+        """``(x + 1) / 2`` clamped to [0, 1] (unbounded data are clipped for display)."""
+        return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def from_levels(self, levels: Tensor, num_levels: int) -> Tensor:
+        """``v / (L - 1) * 2 - 1`` in [-1, 1], float32."""
+        return levels.to(torch.float32) * (2.0 / (num_levels - 1)) - 1.0
+
+    def fill_known(self, known: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
+        return fill_known_reals(self.kind, known, mask, dtype, torch.zeros((), dtype=known.dtype))
 
     # ------------------------------------------------------------------------------- Bayesian inference
     @staticmethod
@@ -149,8 +201,11 @@ class ContinuousFlow(Flow):
             x_hat = x_hat.clamp(-1.0, 1.0)
         return x_hat
 
-    def data_prediction(self, net_out: Tensor, state: Tensor, tau: Tensor) -> Tensor:
-        return self.x_hat(net_out, state, tau)
+    def data_prediction(self, net_out: Tensor, state: Tensor, tau: Tensor, clip: bool | None = None) -> Tensor:
+        return self.x_hat(net_out, state, tau, clip)
+
+    def decode_prediction(self, x0: Tensor) -> Tensor:
+        return x0
 
     # ----------------------------------------------------------------------------------------------- losses
     def continuous_time_loss(self, net_out: Tensor, x: Tensor, state: Tensor, tau: Tensor) -> Tensor:
@@ -182,7 +237,7 @@ class ContinuousFlow(Flow):
         var = self.sigma_1**2
         return 0.5 * _sq_norm(x - x_hat) / var + 0.5 * dims * (LOG_2PI + math.log(var))
 
-    # ------------------------------------------------------------------------------------ original sampler
+    # ------------------------------------------------------------------------------------------- samplers
     def sampler_step(
         self,
         net_out: Tensor,
@@ -194,6 +249,13 @@ class ContinuousFlow(Flow):
     ) -> Tensor:
         """Send ``y ~ N(x_hat, 1/alpha)`` and update ``mu`` (the precision is implied by ``tau``)."""
         guess = self.sampler_guess(net_out, state, tau, generator, **options)
+        return self.send_and_update(guess, state, tau, accuracy, generator)
+
+    def send_and_update(
+        self, guess: Tensor, state: Tensor, tau: Tensor, accuracy: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        """Send ``y ~ N(guess, 1/alpha)`` and update the input mean ``mu = state`` by Bayes' rule (docs/bfn.md 1);
+        the precision before the update is ``rho(tau)``."""
         rho = expand_like(self.precision(tau), state)
         alpha = expand_like(accuracy, state)
         mu, _ = self.bayesian_update(state, rho, self.sender_sample(guess, alpha, generator), alpha)
@@ -206,10 +268,88 @@ class ContinuousFlow(Flow):
         return self.x_hat(net_out, state, tau)
 
     def sample_output(
-        self, net_out: Tensor, state: Tensor, generator: torch.Generator | None, mode: bool = False
+        self,
+        net_out: Tensor,
+        state: Tensor,
+        generator: torch.Generator | None,
+        mode: bool = False,
+        clip: bool | None = None,
     ) -> Tensor:
         tau = torch.ones(state.shape[0], dtype=torch.float64, device=state.device)
-        return self.x_hat(net_out, state, tau)
+        return self.x_hat(net_out, state, tau, clip)
+
+    def moments(self, data_shape: tuple[int, ...], data_mean: Any, data_var: Any) -> tuple[Tensor, Tensor]:
+        """The given data statistics (``x0 = x``)."""
+        return gaussian_moments(data_shape, data_mean, data_var)
+
+    @classmethod
+    def check_sampler_options(cls, clip: bool | None, data_mean: Any, data_var: Any) -> None:
+        check_gaussian_statistics(cls.kind, data_mean, data_var)
+
+    # --------------------------------------------------------------------------------------- conditioning
+    def certain_state(self, known: Tensor, tau: Tensor, state: Tensor) -> Tensor:
+        """``gamma(tau) x``, the noise-free flow mean (the input carries no precision of its own)."""
+        return expand_like(self.gamma(as_f64(tau, state.device)), state) * known.to(state.dtype)
+
+    def noise_for(self, known: Tensor, state: Tensor, tau: Tensor) -> Tensor:
+        """The noise prediction ``eps = (mu - gamma x)/sqrt(gamma (1 - gamma))`` whose ``x_hat`` is ``x = known``."""
+        gamma = self.gamma(as_f64(tau, state.device).clamp_min(T_MIN))
+        g = expand_like(gamma, state)
+        return (state - g * known.to(state.dtype)) / expand_like(torch.sqrt(gamma * (1.0 - gamma)), state)
+
+    def known_output(self, out: Tensor, state: Tensor, known: Tensor, mask: Tensor, tau: Tensor) -> Tensor:
+        """The noise prediction of :meth:`noise_for` where ``mask`` is True."""
+        return torch.where(mask, self.noise_for(known, state, tau).to(out.dtype), out)
+
+    def guide(self, out_c: Tensor, out_u: Tensor, scale: float) -> Tensor:
+        """``eps_u + s (eps_c - eps_u)`` (``x_hat`` is affine in ``eps``: the same combination of predictions)."""
+        return out_u + scale * (out_c - out_u)
+
+    # ----------------------------------------------------------------------------------------- likelihood
+    def decoder_log_ratio(
+        self, x: Tensor, state: Tensor, log_r: Tensor, net_out: Callable[[], Tensor]
+    ) -> tuple[Tensor, int]:
+        """``D log gamma_0`` with the Bayes-consistent Gaussian decoder ``N(x; z/gamma_0, (1 - gamma_0)/gamma_0 I)``
+        (docs/likelihood.md 6.4), without a network call."""
+        log_gamma0 = math.log(float(self.sde.alpha(torch.zeros((), dtype=torch.float64))))
+        return torch.full_like(log_r, math.prod(x.shape[1:]) * log_gamma0), 0
+
+
+# ------------------------------------------------------------------------------ shared with discretised data
+def check_real_data(x: Tensor, data_shape: tuple[int, ...], kind: str, bounded: bool) -> None:
+    """``ValueError`` unless ``x`` is a finite floating batch of ``data_shape`` (in [-1, 1] when ``bounded``)."""
+    check_batch(x, "data")
+    if not x.is_floating_point():
+        raise ValueError(f"{kind} data must be a floating-point tensor, got dtype {x.dtype}")
+    Flow._check_shape(x, data_shape)
+    Flow._check_finite(x)
+    if bounded and x.numel() and (x.min() < -1.0 or x.max() > 1.0):
+        raise ValueError(
+            f"{kind} data must lie in [-1, 1] (got min {x.min().item():.4g}, max {x.max().item():.4g}); "
+            "rescale it, or build the flow with clip=False for unbounded data"
+        )
+
+
+def gaussian_moments(data_shape: tuple[int, ...], data_mean: Any, data_var: Any) -> tuple[Tensor, Tensor]:
+    """Mean and variance of ``x0 = x`` per element: the given data statistics, broadcast to ``data_shape``."""
+    m = broadcast_statistic(data_mean, data_shape, "data_mean")
+    v = broadcast_statistic(data_var, data_shape, "data_var")
+    if not torch.isfinite(m).all() or not torch.isfinite(v).all() or (v < 0).any():
+        raise ValueError("data_mean must be finite and data_var finite and >= 0")
+    return m, v
+
+
+def check_gaussian_statistics(kind: str, data_mean: Any, data_var: Any) -> None:
+    """``init="moment"`` for Gaussian-state data needs ``data_var`` with ``data_mean``."""
+    if data_mean is not None and data_var is None:
+        raise ValueError(f"init='moment' for {kind} data needs data_var as well as data_mean")
+
+
+def fill_known_reals(kind: str, known: Tensor, mask: Tensor, dtype: torch.dtype, placeholder: Tensor) -> Tensor:
+    """Floating known values with ``placeholder`` where ``mask`` is False, cast to ``dtype``."""
+    if not known.is_floating_point():
+        raise ValueError(f"known values of {kind} data must be floating point, got dtype {known.dtype}")
+    return torch.where(mask, known, placeholder.to(known.device)).to(dtype)
 
 
 def _sq_norm(v: Tensor) -> Tensor:

@@ -10,10 +10,22 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bfn._checks import check_batch, check_int, check_real
-from bfn.flows.base import Flow, LinearSDE, as_f64, expand_like
+from bfn.flows.base import (
+    TIME_POWER,
+    AutoChoice,
+    Flow,
+    FlowKind,
+    LinearSDE,
+    SamplingDefaults,
+    as_f64,
+    broadcast_statistic,
+    expand_like,
+    reject_clip,
+)
 
 MAX_CLASSES = 2**24
 BETA_1_MAX = 1e8  # above this the logits' noise overflows float32 for large K
+CERTAIN_LOGIT = -1.0e4  # logit gap of a certain class: exp(-1e4) is 0 in every floating dtype
 
 
 class DiscreteSDE(LinearSDE):
@@ -62,7 +74,15 @@ class DiscreteFlow(Flow):
             models).
     """
 
-    kind: ClassVar[str] = "discrete"
+    kind: ClassVar[FlowKind] = "discrete"
+    sampling: ClassVar[SamplingDefaults] = SamplingDefaults(
+        eta=1e-3,
+        auto=(AutoChoice("bfn-solver3", {"grid": "tuned", "eta": 1e-3, "final": "denoise"}),),
+        tuned_grid="time",
+        tuned_power=TIME_POWER,
+    )
+    class_indices: ClassVar[bool] = True
+    num_classes: int
     output_channels: int
 
     def __init__(self, num_classes: int, beta_1: float = 3.0) -> None:
@@ -75,6 +95,23 @@ class DiscreteFlow(Flow):
 
     def config(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "beta_1": self.beta_1}
+
+    @classmethod
+    def for_data(
+        cls,
+        *,
+        num_bins: int | None = None,
+        num_classes: int | None = None,
+        num_levels: int | None = None,
+        source: str = "data",
+    ) -> DiscreteFlow:
+        """A discrete flow with ``num_classes`` classes (default 2: binarised images); ``num_bins`` does not apply."""
+        if num_bins is not None and num_bins != num_classes:
+            raise ValueError(
+                f"{source!r} as discrete data has {num_classes} classes; num_bins={num_bins} "
+                "does not apply (num_bins is for discretised data)"
+            )
+        return cls(num_classes if num_classes is not None else 2)
 
     # ---------------------------------------------------------------------------------------------- schedule
     def beta(self, tau: Tensor) -> Tensor:
@@ -96,6 +133,33 @@ class DiscreteFlow(Flow):
             raise ValueError(
                 f"class indices must lie in [0, {self.num_classes}) (got min {x.min().item()}, max {x.max().item()})"
             )
+
+    def normalise_data(self, x: Tensor) -> Tensor:
+        """Class indices as ``torch.long``."""
+        return x.long() if x.dtype != torch.long else x
+
+    def data_in_state_space(self, x: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+        """``K e_x - 1`` (shape ``(*x.shape, K)``)."""
+        return self.num_classes * F.one_hot(x, self.num_classes).to(dtype) - 1.0
+
+    def from_unit(self, v: Tensor) -> Tensor:
+        """The class ``k = floor(v K)`` (clamped to ``[0, K-1]``): ``K`` equal intervals of [0, 1]."""
+        return torch.floor(v * self.num_classes).clamp(0, self.num_classes - 1).long()
+
+    def to_unit(self, x: Tensor) -> Tensor:
+        """``k / (K - 1)`` in the default floating dtype."""
+        return x.to(torch.get_default_dtype()) / (self.num_classes - 1)
+
+    def from_levels(self, levels: Tensor, num_levels: int) -> Tensor:
+        """Level ``v`` of ``L`` to the class ``floor(v K / (L - 1))`` (clamped), the interval of ``v / (L - 1)``
+        (for ``K = 2``: thresholding the intensity at 1/2, static binarisation)."""
+        return torch.clamp((levels.long() * self.num_classes) // (num_levels - 1), 0, self.num_classes - 1)
+
+    def fill_known(self, known: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
+        """Integer class indices with class 0 where ``mask`` is False (``dtype`` does not apply)."""
+        if known.is_floating_point() or known.dtype == torch.bool:
+            raise ValueError(f"known values of discrete data must be integer class indices, got dtype {known.dtype}")
+        return torch.where(mask, known, torch.zeros((), dtype=known.dtype, device=known.device))
 
     # ------------------------------------------------------------------------------- Bayesian inference
     def sender_mean(self, x: Tensor, alpha: Tensor, dtype: torch.dtype) -> Tensor:
@@ -135,8 +199,13 @@ class DiscreteFlow(Flow):
         return torch.softmax(state, dim=-1)
 
     # ----------------------------------------------------------------------------------- output distribution
-    def data_prediction(self, net_out: Tensor, state: Tensor, tau: Tensor) -> Tensor:
+    def data_prediction(self, net_out: Tensor, state: Tensor, tau: Tensor, clip: bool | None = None) -> Tensor:
+        """``K e_hat - 1`` with ``e_hat = softmax(logits)`` (in range, so no clipping)."""
         return self.num_classes * torch.softmax(net_out, dim=-1) - 1.0
+
+    def decode_prediction(self, x0: Tensor) -> Tensor:
+        """The argmax of ``e_hat`` (the mode, as in the BFN-Solver reference)."""
+        return x0.argmax(-1)
 
     # ----------------------------------------------------------------------------------------------- losses
     def continuous_time_loss(self, net_out: Tensor, x: Tensor, state: Tensor, tau: Tensor) -> Tensor:
@@ -216,10 +285,46 @@ class DiscreteFlow(Flow):
         return self.bayesian_update(state, self.sender_sample(guess, a, state.dtype, generator))
 
     def sample_output(
-        self, net_out: Tensor, state: Tensor, generator: torch.Generator | None, mode: bool = False
+        self,
+        net_out: Tensor,
+        state: Tensor,
+        generator: torch.Generator | None,
+        mode: bool = False,
+        clip: bool | None = None,
     ) -> Tensor:
         if mode:
             return net_out.argmax(-1)
         probs = torch.softmax(net_out, dim=-1)
         idx = torch.multinomial(probs.reshape(-1, self.num_classes), 1, generator=generator)
         return idx.reshape(probs.shape[:-1])
+
+    def moments(self, data_shape: tuple[int, ...], data_mean: Any, data_var: Any) -> tuple[Tensor, Tensor]:
+        """Mean and variance of ``x0 = K e_x - 1`` per element from the class frequencies ``e_bar = data_mean``."""
+        k = self.num_classes
+        e_bar = broadcast_statistic(data_mean, (*data_shape, k), "data_mean")
+        if (e_bar < 0).any() or not torch.allclose(e_bar.sum(-1), torch.ones((), dtype=torch.float64), atol=1e-6):
+            raise ValueError("discrete data_mean must hold class frequencies (>= 0, summing to 1 over the last dim)")
+        return k * e_bar - 1.0, k * k * e_bar * (1.0 - e_bar)
+
+    @classmethod
+    def check_sampler_options(cls, clip: bool | None, data_mean: Any, data_var: Any) -> None:
+        reject_clip(cls.kind, clip)
+        if data_mean is not None and data_var is not None:
+            raise ValueError("for discrete data give data_mean (class frequencies) only; the variance follows from it")
+
+    # --------------------------------------------------------------------------------------- conditioning
+    def certain_state(self, known: Tensor, tau: Tensor, state: Tensor) -> Tensor:
+        """Logits of the one-hot belief ``theta = e_x`` (every other class ``CERTAIN_LOGIT`` below)."""
+        return self._certain_logits(known, state.dtype)
+
+    def known_output(self, out: Tensor, state: Tensor, known: Tensor, mask: Tensor, tau: Tensor) -> Tensor:
+        """The logits of a point mass on ``known`` where ``mask`` is True."""
+        return torch.where(mask.unsqueeze(-1), self._certain_logits(known, out.dtype), out)
+
+    def guide(self, out_c: Tensor, out_u: Tensor, scale: float) -> Tensor:
+        """``log e = log e_u + s (log e_c - log e_u)``, renormalised: ``e_u^(1-s) e_c^s / Z``."""
+        log_u, log_c = torch.log_softmax(out_u, -1), torch.log_softmax(out_c, -1)
+        return torch.log_softmax(log_u + scale * (log_c - log_u), -1)
+
+    def _certain_logits(self, known: Tensor, dtype: torch.dtype) -> Tensor:
+        return CERTAIN_LOGIT * (1.0 - F.one_hot(known, self.num_classes).to(dtype))

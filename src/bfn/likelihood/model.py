@@ -38,27 +38,29 @@ import torch
 from torch import Tensor
 
 from bfn._checks import MAX_REPEATS, MAX_STEPS, check_bool, check_generator, check_int, check_real
-from bfn.flows.base import LOG_2PI, Flow, as_f64, expand_like
-from bfn.flows.continuous import T_MIN
+from bfn.flows import DEFAULT_ETA as DEFAULT_ETA  # re-exported by bfn.likelihood
+from bfn.flows.base import LOG_2PI, Flow, as_f64
 from bfn.likelihood.ode import SolverName
 from bfn.likelihood.pf_ode import LogDensityFn, ODELogDensity, ScoreFn, TraceMethod, Variable, pf_ode_logp
 from bfn.likelihood.sdes import GaussianPrior
 from bfn.likelihood.wkb import WKBResult, check_wkb_dim, wkb_first_order
 from bfn.model import BFN
-from bfn.time import DEFAULT_ETA, flip_clock
+from bfn.sampling.engine import Predictor, score_from_prediction
 
 Prior = Literal["gaussian"] | Callable[[Tensor], Tensor]
 """``"gaussian"`` (``N(0, sigma_{t_max}^2 I)``) or a log-density of the state at ``t_max``: ``(B, *state) -> (B,)``."""
 
 
 def resolve_eta(flow: Flow, eta: float | None) -> float:
-    """``eta`` or the kind's :data:`bfn.time.DEFAULT_ETA`, checked to lie in (0, 1), above the x_hat cut-off."""
+    """``eta`` or the kind's default (``flow.sampling.eta``, :data:`bfn.flows.DEFAULT_ETA`), checked to lie in
+    (0, 1), at or above the flow's ``min_eta`` (the ``x_hat`` cut-off of the Gaussian kinds)."""
     if eta is None:
-        return DEFAULT_ETA[flow.kind]
+        return flow.sampling.eta
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 < eta < 1.0:
         raise ValueError(f"eta must lie in (0, 1), got {eta!r}")
-    if flow.kind != "discrete" and eta < T_MIN:
-        raise ValueError(f"eta must be >= {T_MIN} for {flow.kind} data (the flow sets x_hat = 0 below tau = {T_MIN})")
+    if eta < flow.min_eta:
+        cut = flow.min_eta
+        raise ValueError(f"eta must be >= {cut} for {flow.kind} data (the flow sets x_hat = 0 below tau = {cut})")
     return float(eta)
 
 
@@ -89,23 +91,23 @@ class LikelihoodResult:
 
 
 # ----------------------------------------------------------------------------------------------- the BFN score
-def data_prediction(model: BFN, state: Tensor, t: Tensor) -> Tensor:
-    """Unclipped ``x0_hat`` in state space at solver times ``t`` (float64; the network runs in its own dtype)."""
-    flow = model.flow
-    tau = flip_clock(as_f64(t, state.device))
-    out = as_f64(model.call_net(state.to(model.dtype), tau))
-    if flow.kind == "continuous":
-        return flow.x_hat(out, state, tau, clip=False)  # type: ignore[attr-defined]
-    return as_f64(flow.data_prediction(out, state, tau))
+def data_prediction(model: BFN, state: Tensor, t: Tensor, predictor: Predictor | None = None) -> Tensor:
+    """Unclipped ``x0_hat`` in state space at solver times ``t`` (float64; the network runs in its own dtype).
+
+    Made by the samplers' :class:`~bfn.sampling.Predictor` (``clip=False``), from a float64 state.
+    """
+    predictor = predictor or Predictor(model, clip=False)
+    out = as_f64(predictor.net_out(state.to(model.dtype), t))
+    return as_f64(predictor.prediction(out, state, t))
 
 
 def bfn_score(model: BFN) -> ScoreFn:
-    """The model score of a BFN's state SDE, ``s(state, t) = -(state - alpha_t x0_hat) / sigma_t^2`` (unclipped)."""
-    sde = model.flow.sde
+    """The model score of a BFN's state SDE, ``s(state, t) = -(state - alpha_t x0_hat) / sigma_t^2`` (unclipped;
+    :func:`bfn.sampling.score_from_prediction`)."""
+    sde, predictor = model.flow.sde, Predictor(model, clip=False)
 
     def score(state: Tensor, t: Tensor) -> Tensor:
-        alpha, sigma = expand_like(sde.alpha(t), state), expand_like(sde.sigma(t), state)
-        return -(state - alpha * data_prediction(model, state, t)) / sigma.square()
+        return score_from_prediction(sde, state, data_prediction(model, state, t, predictor), t)
 
     return score
 
@@ -193,13 +195,6 @@ def latent_wkb(
 
 
 # -------------------------------------------------------------------------------------- encoder and decoder
-def data_in_state_space(flow: Flow, x: Tensor) -> Tensor:
-    """``x0`` of the state SDE (float64): the data itself, or ``K e_x - 1`` for discrete data."""
-    if flow.kind == "discrete":
-        return flow.sender_mean(x, torch.tensor(1.0, dtype=torch.float64), torch.float64)  # type: ignore[attr-defined]
-    return as_f64(x)
-
-
 def encode(
     model: BFN, x: Tensor, samples: int, antithetic: bool, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -211,7 +206,7 @@ def encode(
     sde = model.flow.sde
     zero = torch.zeros((), dtype=torch.float64)
     x_rep = x.repeat_interleave(samples, dim=0)
-    mean = float(sde.alpha(zero)) * data_in_state_space(model.flow, x_rep)
+    mean = float(sde.alpha(zero)) * model.flow.data_in_state_space(x_rep)
     sigma = float(sde.sigma(zero))
     draw = {"generator": generator, "dtype": torch.float64, "device": mean.device}
     if antithetic:
@@ -224,20 +219,19 @@ def encode(
 
 
 def decoder_minus_encoder(model: BFN, x: Tensor, state: Tensor, log_r: Tensor) -> tuple[Tensor, int]:
-    """``log p_dec(x | state) - log r(state | x)`` per row and the network calls it made.
+    """``log p_dec(x | state) - log r(state | x)`` per row and the network calls it made (the flow's decoder,
+    :meth:`bfn.flows.Flow.decoder_log_ratio`).
 
     Continuous: ``D log gamma_0`` (Bayes-consistent Gaussian decoder, no network call). Discretised and discrete:
     the flow's output distribution at ``tau = 1`` (its reconstruction term).
     """
-    flow = model.flow
-    if flow.kind == "continuous":
-        log_gamma0 = math.log(float(flow.sde.alpha(torch.zeros((), dtype=torch.float64))))
-        return torch.full_like(log_r, model.num_dims * log_gamma0), 0
     tau = torch.ones(state.shape[0], dtype=torch.float64, device=state.device)
+
+    def net_out() -> Tensor:
+        return as_f64(model.call_net(state.to(model.dtype), tau))
+
     with torch.no_grad():
-        out = as_f64(model.call_net(state.to(model.dtype), tau))
-        log_dec = -as_f64(flow.reconstruction_loss(out, x, state))
-    return log_dec - log_r, 1
+        return model.flow.decoder_log_ratio(x, state, log_r, net_out)
 
 
 def _check_samples(encoder_samples: int) -> None:

@@ -13,9 +13,12 @@ Every sampler is a pure step function driven by one loop (:mod:`bfn.sampling.eng
 * :mod:`~bfn.sampling.original`: the original BFN sampler step (Graves et al., 2023).
 * :mod:`~bfn.sampling.auto`: ``sampler="auto"``, the default: the best measured configuration per data kind and
   budget, with ``steps`` counting network calls.
+* :mod:`~bfn.sampling.options`: one frozen options object per sampler family (:class:`SamplerOptions`,
+  :class:`OriginalOptions`, :class:`SolverOptions`, :class:`HSolverOptions`), with defaults and checks.
 """
 
-from bfn.sampling.api import SampleOutput, sample, score, score_from_prediction
+from bfn.flows import DEFAULT_ETA
+from bfn.sampling.api import SampleOutput, sample, score
 from bfn.sampling.engine import (
     Method,
     Point,
@@ -27,13 +30,17 @@ from bfn.sampling.engine import (
     StepFn,
     StepResult,
     integrate,
+    score_from_prediction,
 )
-from bfn.sampling.registry import DEFAULT_ETA, SAMPLERS, SamplerOptions, SamplerSpec, get_sampler, resolve_options
+from bfn.sampling.options import HSolverOptions, OriginalOptions, SamplerOptions, SolverOptions
+from bfn.sampling.registry import SAMPLERS, SamplerSpec, get_sampler, resolve_options
 
 __all__ = [
     "DEFAULT_ETA",
     "SAMPLERS",
+    "HSolverOptions",
     "Method",
+    "OriginalOptions",
     "Point",
     "Prediction",
     "Predictor",
@@ -42,6 +49,7 @@ __all__ = [
     "SamplerSpec",
     "SamplerState",
     "Schedule",
+    "SolverOptions",
     "StepContext",
     "StepFn",
     "StepResult",

@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from bfn._checks import MAX_NUM_SAMPLES, MAX_STEPS, check_finite_output, check_int
-from bfn.flows.base import Flow, FlowKind, LinearSDE, as_f64, expand_like
+from bfn.flows.base import Flow
 from bfn.sampling.auto import AUTO, AUTO_NFE, resolve_auto, tuned_grid
 from bfn.sampling.conditioning import InpaintMethod, build_conditioning
-from bfn.sampling.engine import Recorder, SamplerState, StepContext, integrate, standard_normal
-from bfn.sampling.registry import SamplerSpec, get_sampler, resolve_options
+from bfn.sampling.engine import (
+    Recorder,
+    SamplerState,
+    StepContext,
+    integrate,
+    score_from_prediction,
+    standard_normal,
+)
+from bfn.sampling.options import SolverOptions
+from bfn.sampling.registry import get_sampler, resolve_options
 from bfn.time import flip_clock, time_grid
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
     from bfn.model import BFN
-    from bfn.sampling.registry import SamplerOptions
 
 
 DEFAULT_STEPS = 100
@@ -69,7 +72,7 @@ def sample(
     known: Tensor | None = None,
     mask: Tensor | None = None,
     inpaint: InpaintMethod = "certain",
-    **options: Unpack[SamplerOptions],
+    **options: Any,
 ) -> SampleOutput:
     """Draw ``num_samples`` samples from ``model`` with the registered sampler ``sampler`` in ``steps`` steps.
 
@@ -139,32 +142,35 @@ def sample(
     num_samples = check_int(num_samples, "num_samples", 1, MAX_NUM_SAMPLES)
     if steps is not None:
         steps = check_int(steps, "steps", 1, MAX_STEPS)
+    flow = model.flow
     if isinstance(sampler, str) and sampler == AUTO:
-        sampler, steps, options = resolve_auto(model.flow.kind, AUTO_NFE if steps is None else steps, options)
+        sampler, steps, options = resolve_auto(flow.kind, AUTO_NFE if steps is None else steps, options)
     elif steps is None:
         steps = DEFAULT_STEPS
-    spec = get_sampler(sampler, model.flow.kind)
-    opts = resolve_options(sampler, spec, model.flow.kind, options)
+    spec = get_sampler(sampler, flow.kind)
+    opts = resolve_options(sampler, spec, flow.kind, options)
     device, dtype = model.device, model.state_dtype()
     _check_generator(generator, device)
     cond = build_conditioning(model, num_samples, labels, guidance, known, mask, inpaint, dtype, device)
-    flow = model.flow
-    grid = _grid(spec, steps, opts, flow.sde, flow.kind)
-    record_predictions = opts["callback"] is not None or opts["trajectory"]
-    ctx = StepContext.build(model, generator, _data_prediction(flow, opts.get("clip")), record_predictions, cond)
-    state = _initial_state(spec, model, num_samples, grid, opts, generator, dtype, device)
-    record = Recorder(opts["callback"], opts["trajectory"])
-    final = "denoise" if spec.prior_start else opts["final"]
+    if isinstance(opts, SolverOptions):
+        grid = _solver_grid(steps, opts, flow)
+        state = _initial_state(model, num_samples, grid, opts, generator, dtype, device)
+    else:  # the original sampler: from the prior at tau = 0 on the grid tau_i = i/n
+        grid = flip_clock(torch.arange(steps + 1, dtype=torch.float64) / steps)
+        state = SamplerState(flow.prior_state(num_samples, model.data_shape, dtype, device), float(grid[0]))
+    record_predictions = opts.callback is not None or opts.trajectory
+    ctx = StepContext.build(model, generator, opts.prediction_clip, record_predictions, cond)
+    record = Recorder(opts.callback, opts.trajectory)
+    final = opts.final_rule
     method = spec.method(flow.kind, opts)
 
     state = integrate(
         ctx, method, state, grid.tolist(), drop_last=final == "drop", record=record if record_predictions else None
     )
     if final == "drop":
-        samples = _DROP_OUTPUT[flow.kind](flow, state.history[0].x0)
+        samples = flow.decode_prediction(state.history[0].x0)
     else:
-        net_out = ctx.predictor.net_out(state.x, state.t)
-        samples = _DENOISE_OUTPUT[flow.kind](ctx, net_out, state.x, opts["mode"])
+        samples = ctx.predictor.output(ctx.predictor.net_out(state.x, state.t), state.x, opts.mode)
     if cond is not None:
         samples = cond.fill(samples)
     return SampleOutput(
@@ -172,7 +178,7 @@ def sample(
         nfe=ctx.predictor.nfe,
         state=state.x,
         t=state.t,
-        trajectory=record.trajectory if opts["trajectory"] else None,
+        trajectory=record.trajectory if opts.trajectory else None,
         sampler=sampler,
         steps=steps,
         options={k: v for k, v in options.items() if k != "callback"},
@@ -185,13 +191,6 @@ def score(model: BFN, x: Tensor, t: Tensor | float) -> Tensor:
     ``x`` is the SDE state (continuous / discretised ``mu``, discrete logits ``z``); see :func:`score_from_prediction`.
     """
     return score_from_prediction(model.flow.sde, x, model.denoise(x, t), t)
-
-
-def score_from_prediction(sde: LinearSDE, x: Tensor, x0_hat: Tensor, t: Tensor | float) -> Tensor:
-    """``s = -(x - alpha_t x0_hat)/sigma_t^2`` (Xue et al., sec. 4-5; discrete: ``-z/(K beta_t) + e_hat - 1/K``)."""
-    t64 = as_f64(t, x.device)
-    alpha, sigma = expand_like(sde.alpha(t64), x), expand_like(sde.sigma(t64), x)
-    return -(x - alpha * x0_hat) / sigma**2
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -207,45 +206,33 @@ def _check_generator(generator: torch.Generator | None, device: torch.device) ->
         )
 
 
-def _grid(
-    spec: SamplerSpec, steps: int, opts: Mapping[str, Any], sde: LinearSDE, kind: FlowKind = "continuous"
-) -> Tensor:
-    """Solver times of the run: ``t_i = 1 - i/n`` for the original sampler, else :func:`bfn.time.time_grid`
-    (``grid="tuned"``: :func:`bfn.sampling.auto.tuned_grid` for ``kind``)."""
-    if spec.prior_start:
-        return flip_clock(torch.arange(steps + 1, dtype=torch.float64) / steps)
-    if isinstance(opts["grid"], str) and opts["grid"] == "tuned":
-        grid = tuned_grid(kind, steps, opts["eta"], sde)
+def _solver_grid(steps: int, opts: SolverOptions, flow: Flow) -> Tensor:
+    """Solver times of a solver run: :func:`bfn.time.time_grid` (``grid="tuned"``: the flow's tuned grid,
+    :func:`bfn.sampling.auto.tuned_grid`)."""
+    if isinstance(opts.grid, str) and opts.grid == "tuned":
+        grid = tuned_grid(flow.kind, steps, opts.eta, flow.sde)
     else:
-        grid = time_grid(steps, opts["eta"], opts["grid"], sde)
+        grid = time_grid(steps, opts.eta, opts.grid, flow.sde)
     if grid[0] >= 1:
         raise ValueError("the solvers start below t = 1 (the prior end is singular); give a grid with t_0 < 1")
-    if opts["final"] == "denoise" and grid[-1] != 0:
+    if opts.final == "denoise" and grid[-1] != 0:
         raise ValueError(f"final='denoise' needs a grid that ends at t = 0, got {grid[-1].item():.4g}")
     return grid
 
 
-def _data_prediction(flow: Flow, clip: bool | None) -> Callable[[Tensor, Tensor, Tensor], Tensor] | None:
-    """The map network output -> ``x0_hat``: the flow's, or the continuous ``x_hat`` with ``clip`` overridden."""
-    return None if clip is None else partial(flow.x_hat, clip=clip)  # type: ignore[attr-defined]
-
-
 def _initial_state(
-    spec: SamplerSpec,
     model: BFN,
     num: int,
     grid: Tensor,
-    opts: Mapping[str, Any],
+    opts: SolverOptions,
     generator: torch.Generator | None,
     dtype: torch.dtype,
     device: torch.device,
 ) -> SamplerState:
-    """The state at ``grid[0]``: the prior, ``N(0, sigma^2)``, the moment-matched Gaussian or a given tensor."""
+    """The state at ``grid[0]``: ``N(0, sigma^2)``, the moment-matched Gaussian or a given tensor."""
     flow, t0 = model.flow, float(grid[0])
     shape = (num, *flow.state_shape(model.data_shape))
-    if spec.prior_start:
-        return SamplerState(flow.prior_state(num, model.data_shape, dtype, device), t0)
-    init = opts["init"]
+    init = opts.init
     if isinstance(init, Tensor):
         if tuple(init.shape) != shape:
             raise ValueError(f"init tensor has shape {tuple(init.shape)}; expected {shape}")
@@ -257,77 +244,8 @@ def _initial_state(
     xi = standard_normal(torch.empty(shape, dtype=dtype, device=device), generator)
     if init == "zero":
         return SamplerState(sigma * xi, t0)
-    mean, var = _MOMENTS[flow.kind](flow, model.data_shape, opts["data_mean"], opts["data_var"])
+    mean, var = flow.moments(model.data_shape, opts.data_mean, opts.data_var)
     mean, var = mean.to(dtype=torch.float64, device=device), var.to(dtype=torch.float64, device=device)
     x = alpha * mean + torch.sqrt(sigma**2 + alpha**2 * var) * xi.to(torch.float64)
     check_finite_output(x.to(dtype), "initial state of init='moment'", f"data_mean / data_var too large for {dtype}")
     return SamplerState(x.to(dtype), t0)
-
-
-def _statistic(value: Any, shape: tuple[int, ...], what: str) -> Tensor:
-    v = torch.as_tensor(value, dtype=torch.float64)
-    try:
-        return torch.broadcast_to(v.cpu(), shape).clone()
-    except RuntimeError:
-        raise ValueError(f"{what} of shape {tuple(v.shape)} does not broadcast to {shape}") from None
-
-
-def _continuous_moments(flow: Flow, data_shape: tuple[int, ...], mean: Any, var: Any) -> tuple[Tensor, Tensor]:
-    """Mean and variance of ``x0`` per element: the given data statistics."""
-    m, v = _statistic(mean, data_shape, "data_mean"), _statistic(var, data_shape, "data_var")
-    if not torch.isfinite(m).all() or not torch.isfinite(v).all() or (v < 0).any():
-        raise ValueError("data_mean must be finite and data_var finite and >= 0")
-    return m, v
-
-
-def _discrete_moments(flow: Flow, data_shape: tuple[int, ...], mean: Any, var: Any) -> tuple[Tensor, Tensor]:
-    """Mean and variance of ``x0 = K e_x - 1`` per element from the class frequencies ``e_bar``."""
-    k = flow.state_shape(data_shape)[-1]
-    e_bar = _statistic(mean, (*data_shape, k), "data_mean")
-    if (e_bar < 0).any() or not torch.allclose(e_bar.sum(-1), torch.ones((), dtype=torch.float64), atol=1e-6):
-        raise ValueError("discrete data_mean must hold class frequencies (>= 0, summing to 1 over the last dim)")
-    return k * e_bar - 1.0, k * k * e_bar * (1.0 - e_bar)
-
-
-_MOMENTS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
-    "continuous": _continuous_moments,
-    "discretised": _continuous_moments,
-    "discrete": _discrete_moments,
-}
-
-
-def _drop_continuous(flow: Flow, x0: Tensor) -> Tensor:
-    return x0
-
-
-def _drop_discretised(flow: Flow, x0: Tensor) -> Tensor:
-    """The centre of the bin holding ``k_hat`` (the same centres as the draws from ``p_O``)."""
-    return flow.bin_centres(x0.dtype, x0.device)[flow.bin_index(x0)]  # type: ignore[attr-defined]
-
-
-def _drop_discrete(flow: Flow, x0: Tensor) -> Tensor:
-    return x0.argmax(-1)
-
-
-_DROP_OUTPUT: dict[str, Callable[[Flow, Tensor], Tensor]] = {
-    "continuous": _drop_continuous,
-    "discretised": _drop_discretised,
-    "discrete": _drop_discrete,
-}
-"""Samples from the last data prediction (``final="drop"``)."""
-
-
-def _denoise_continuous(ctx: StepContext, net_out: Tensor, x: Tensor, mode: bool) -> Tensor:
-    return ctx.predictor.prediction(net_out, x, 0.0)
-
-
-def _denoise_output(ctx: StepContext, net_out: Tensor, x: Tensor, mode: bool) -> Tensor:
-    return ctx.flow.sample_output(net_out, x, ctx.generator, mode=mode)
-
-
-_DENOISE_OUTPUT: dict[str, Callable[[StepContext, Tensor, Tensor, bool], Tensor]] = {
-    "continuous": _denoise_continuous,
-    "discretised": _denoise_output,
-    "discrete": _denoise_output,
-}
-"""Samples from the output distribution at ``tau = 1`` (``final="denoise"`` and the original sampler)."""

@@ -37,28 +37,28 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bfn.flows.base import FlowKind, LinearSDE
+from bfn.flows import flow_type
+from bfn.flows.base import LOGSNR_POWER, SMALL_BUDGET, TIME_POWER, FlowKind, LinearSDE
 from bfn.time import flip_clock
+
+__all__ = [
+    "AUTO",
+    "AUTO_NFE",
+    "LOGSNR_POWER",
+    "SMALL_BUDGET",
+    "TIME_POWER",
+    "auto_config",
+    "logsnr_power_grid",
+    "resolve_auto",
+    "time_power_grid",
+    "tuned_grid",
+]
 
 AUTO = "auto"
 """The name that selects the best configuration for the flow's kind and the budget ``steps`` (network calls)."""
 
 AUTO_NFE = 20
 """Network calls of ``sampler="auto"`` when ``steps`` is not given."""
-
-LOGSNR_POWER = 0.6
-"""Exponent ``p`` of the continuous tuned grid ``lambda(u) = lambda_start + (lambda_end - lambda_start) u^p``."""
-
-TIME_POWER = 1.4
-"""Exponent ``q`` of the discrete tuned grid in BFN time ``tau(u) = eta + (1 - eta) u^q``."""
-
-SMALL_BUDGET = 6
-"""Budgets up to this many calls use the small-budget configuration of the continuous kinds."""
-
-_CONTINUOUS_SMALL = ("bfn-solver++2", {"grid": "logsnr", "eta": 1e-2, "final": "drop"})
-_CONTINUOUS = ("bfn-solver++pc", {"grid": "tuned", "eta": 1e-4, "final": "drop"})
-_DISCRETISED = ("h-solver", {"h": 0.2, "order": 3, "grid": "tuned", "eta": 1e-4, "final": "denoise"})
-_DISCRETE = ("bfn-solver3", {"grid": "tuned", "eta": 1e-3, "final": "denoise"})
 
 
 def auto_config(kind: FlowKind, nfe: int) -> tuple[str, dict[str, Any]]:
@@ -69,18 +69,14 @@ def auto_config(kind: FlowKind, nfe: int) -> tuple[str, dict[str, Any]]:
     ``eta``); above, from ``eta = 1e-4`` on the tuned grid, continuous ``bfn-solver++pc`` with ``final="drop"``
     and discretised ``h-solver`` (``h = 0.2``, ``order = 3``) with ``final="denoise"``. Discrete:
     ``bfn-solver3`` on the tuned grid from ``eta = 1e-3`` with ``final="denoise"``. One call is always one
-    ``final="drop"`` step.
+    ``final="drop"`` step. The configurations are data each flow declares (``flow.sampling.auto``, a tuple of
+    :class:`~bfn.flows.AutoChoice`).
     """
-    if kind == "discrete":
-        name, options = _DISCRETE
-    elif nfe <= SMALL_BUDGET:
-        name, options = _CONTINUOUS_SMALL
-    else:
-        name, options = _DISCRETISED if kind == "discretised" else _CONTINUOUS
-    options = dict(options)
+    choice = flow_type(kind).sampling.auto_choice(nfe)
+    options = dict(choice.options)
     if nfe == 1:
         options["final"] = "drop"
-    return name, options
+    return choice.sampler, options
 
 
 def resolve_auto(kind: FlowKind, nfe: int, options: Mapping[str, Any]) -> tuple[str, int, dict[str, Any]]:
@@ -101,10 +97,15 @@ def resolve_auto(kind: FlowKind, nfe: int, options: Mapping[str, Any]) -> tuple[
 
 
 def tuned_grid(kind: FlowKind, steps: int, eta: float, sde: LinearSDE) -> Tensor:
-    """The ``"tuned"`` solver-time grid for ``kind`` (see the module docstring), float64, ``1 - eta`` down to 0."""
-    if kind == "discrete":
-        return time_power_grid(steps, eta, TIME_POWER)
-    return logsnr_power_grid(steps, eta, sde, LOGSNR_POWER)
+    """The ``"tuned"`` solver-time grid for ``kind`` (see the module docstring), float64, ``1 - eta`` down to 0.
+
+    Each flow declares its variable and power (``flow.sampling.tuned_grid``, ``tuned_power``): continuous and
+    discretised data a power of the step index in half log-SNR, discrete data in BFN time.
+    """
+    defaults = flow_type(kind).sampling
+    if defaults.tuned_grid == "time":
+        return time_power_grid(steps, eta, defaults.tuned_power)
+    return logsnr_power_grid(steps, eta, sde, defaults.tuned_power)
 
 
 def time_power_grid(steps: int, eta: float, power: float) -> Tensor:

@@ -38,22 +38,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Real
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from bfn.flows.base import Flow, as_f64, expand_like
-from bfn.flows.continuous import T_MIN
+from bfn.flows.base import Flow, as_f64
+from bfn.flows.discrete import CERTAIN_LOGIT as CERTAIN_LOGIT  # the flows own the per-kind beliefs and outputs
+from bfn.flows.discretised import LOG_SIGMA_KNOWN as LOG_SIGMA_KNOWN
 
 if TYPE_CHECKING:
     from bfn.model import BFN
 
 InpaintMethod = Literal["certain", "replace"]
-INPAINT_METHODS: tuple[str, ...] = ("certain", "replace")
-CERTAIN_LOGIT = -1.0e4  # logit gap of a certain class: exp(-1e4) is 0 in every floating dtype
-LOG_SIGMA_KNOWN = -10.0  # log sigma_eps of a known discretised element (the flow clamps sigma_x to its minimum)
+INPAINT_METHODS: tuple[str, ...] = get_args(InpaintMethod)
 
 
 @dataclass(frozen=True)
@@ -114,36 +112,23 @@ class Conditioning:
         if self.mask is None:
             return state
         assert self.known is not None
-        mask = _state_mask(flow, self.mask)
         if self.method == "replace":
             belief = flow.flow_state(self.known, as_f64(tau, state.device), generator, dtype=state.dtype)
-        elif flow.kind == "discrete":
-            belief = CERTAIN_LOGIT * (1.0 - F.one_hot(self.known, flow.num_classes).to(state.dtype))  # type: ignore[attr-defined]
         else:
-            tau64 = as_f64(tau, state.device)
-            belief = expand_like(flow.gamma(tau64), state) * self.known.to(state.dtype)  # type: ignore[attr-defined]
-        return torch.where(mask, belief, state)
+            belief = flow.certain_state(self.known, tau, state)
+        return torch.where(flow.state_mask(self.mask), belief, state)
 
     def known_output(self, flow: Flow, out: Tensor, state: Tensor, tau: Tensor) -> Tensor:
         """Replace the network output of known elements by one whose prediction is the known value.
 
         Continuous: ``eps = (mu - gamma x)/sqrt(gamma (1 - gamma))`` (so ``x_hat = x``); discretised the same
-        ``mu_eps`` with the smallest ``sigma_eps``; discrete the logits of a point mass on ``x``.
+        ``mu_eps`` with the smallest ``sigma_eps``; discrete the logits of a point mass on ``x``
+        (:meth:`bfn.flows.Flow.known_output`).
         """
         if self.mask is None:
             return out
         assert self.known is not None
-        if flow.kind == "discrete":
-            certain = CERTAIN_LOGIT * (1.0 - F.one_hot(self.known, flow.num_classes).to(out.dtype))  # type: ignore[attr-defined]
-            return torch.where(self.mask.unsqueeze(-1), certain, out)
-        tau64 = as_f64(tau, state.device).clamp_min(T_MIN)
-        gamma = flow.gamma(tau64)  # type: ignore[attr-defined]
-        g = expand_like(gamma, state)
-        eps = (state - g * self.known.to(state.dtype)) / expand_like(torch.sqrt(gamma * (1.0 - gamma)), state)
-        if flow.kind == "continuous":
-            return torch.where(self.mask, eps.to(out.dtype), out)
-        known = torch.stack([eps.to(out.dtype), torch.full_like(eps, LOG_SIGMA_KNOWN).to(out.dtype)], -1)
-        return torch.where(self.mask.unsqueeze(-1), known, out)
+        return flow.known_output(out, state, self.known, self.mask, tau)
 
     # ------------------------------------------------------------------------------------------ predictions
     def prediction(self, flow: Flow, x0: Tensor) -> Tensor:
@@ -151,7 +136,7 @@ class Conditioning:
         if self.mask is None:
             return x0
         assert self.known is not None
-        return torch.where(_state_mask(flow, self.mask), known_state(flow, self.known, x0.dtype), x0)
+        return torch.where(flow.state_mask(self.mask), known_state(flow, self.known, x0.dtype), x0)
 
     def fill(self, samples: Tensor) -> Tensor:
         """Final samples with the known values where ``mask`` is True (exactly)."""
@@ -163,26 +148,13 @@ class Conditioning:
 
 # --------------------------------------------------------------------------------------------- per kind
 def guide(flow: Flow, out_c: Tensor, out_u: Tensor, scale: float) -> Tensor:
-    """Combine the conditional and unconditional network outputs with guidance ``scale`` (module docstring)."""
-    if flow.kind == "continuous":
-        return out_u + scale * (out_c - out_u)
-    if flow.kind == "discretised":
-        mean = out_u[..., 0] + scale * (out_c[..., 0] - out_u[..., 0])
-        return torch.stack([mean, out_c[..., 1]], -1)
-    log_u, log_c = torch.log_softmax(out_u, -1), torch.log_softmax(out_c, -1)
-    return torch.log_softmax(log_u + scale * (log_c - log_u), -1)
+    """Combine the conditional and unconditional network outputs with guidance ``scale`` (:meth:`Flow.guide`)."""
+    return flow.guide(out_c, out_u, scale)
 
 
 def known_state(flow: Flow, known: Tensor, dtype: torch.dtype) -> Tensor:
     """Known data in state space (the samplers' ``x0``): continuous / discretised ``x``; discrete ``K e_x - 1``."""
-    if flow.kind == "discrete":
-        k = flow.num_classes  # type: ignore[attr-defined]
-        return k * F.one_hot(known, k).to(dtype) - 1.0
-    return known.to(dtype)
-
-
-def _state_mask(flow: Flow, mask: Tensor) -> Tensor:
-    return mask.unsqueeze(-1) if flow.kind == "discrete" else mask
+    return flow.data_in_state_space(known, dtype)
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -271,20 +243,13 @@ def _check_known(
     if not isinstance(known, Tensor):
         raise ValueError(f"known must be a tensor, got {type(known).__name__}")
     mask_b, known_b = (_batched(v, shape, batch, what) for v, what in ((mask, "mask"), (known, "known")))
-    if flow.kind == "discrete" and (known_b.is_floating_point() or known_b.dtype == torch.bool):
-        raise ValueError(f"known values of discrete data must be integer class indices, got dtype {known_b.dtype}")
-    if flow.kind != "discrete" and not known_b.is_floating_point():
-        raise ValueError(f"known values of {flow.kind} data must be floating point, got dtype {known_b.dtype}")
     mask_b = mask_b.to(device)
-    fill = _fill_value(flow, known_b)
-    known_b = torch.where(mask_b, known_b.to(device), fill.to(device))
-    if flow.kind != "discrete":
-        known_b = known_b.to(dtype)
+    known_b = flow.fill_known(known_b.to(device), mask_b, dtype)
     try:
         flow.check_data(known_b, shape)
     except ValueError as err:
         raise ValueError(f"known values (where mask is True): {err}") from None
-    return (known_b.long() if flow.kind == "discrete" else known_b), mask_b
+    return flow.normalise_data(known_b), mask_b
 
 
 def _batched(value: Tensor, shape: tuple[int, ...], batch: int, what: str) -> Tensor:
@@ -293,13 +258,3 @@ def _batched(value: Tensor, shape: tuple[int, ...], batch: int, what: str) -> Te
     if tuple(value.shape) == (batch, *shape):
         return value
     raise ValueError(f"{what} must have shape {shape} or {(batch, *shape)}, got {tuple(value.shape)}")
-
-
-def _fill_value(flow: Flow, known: Tensor) -> Tensor:
-    """A valid value for the unknown entries of ``known`` (they are never used): class 0 or the bin at 0."""
-    if flow.kind == "discrete":
-        return torch.zeros((), dtype=known.dtype)
-    value = torch.zeros((), dtype=known.dtype if known.is_floating_point() else torch.float64)
-    if flow.kind == "discretised":
-        value = flow.quantize(value)  # type: ignore[attr-defined]
-    return value

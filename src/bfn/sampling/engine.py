@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor
 
-from bfn.flows.base import Flow, LinearSDE, as_f64
+from bfn.flows.base import Flow, LinearSDE, as_f64, expand_like
 from bfn.time import flip_clock
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from bfn.sampling.conditioning import Conditioning
 
 Callback = Callable[[dict[str, Any]], None]
-DataPrediction = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 # ------------------------------------------------------------------------------------------------ schedule
@@ -76,12 +75,15 @@ class Schedule:
 
 # ----------------------------------------------------------------------------------------------- predictor
 class Predictor:
-    """The network as the samplers see it; counts every network call.
+    """The network as the samplers see it: the one place where network output becomes the data prediction.
 
     ``predictor(x, t)`` is the data prediction ``x0_hat`` in state space at solver time ``t`` (one call; continuous
-    ``x_hat``, discretised ``k_hat``, discrete ``K e_hat - 1``); :meth:`net_out` is the raw network output.
-    ``nfe`` is the number of network evaluations made so far: each call of :meth:`net_out` runs the network once,
-    or twice (one batched call of ``2B`` rows) under classifier-free guidance.
+    ``x_hat``, discretised ``k_hat``, discrete ``K e_hat - 1``: ``flow.data_prediction``, with ``clip`` overriding
+    the continuous flow's clipping); :meth:`net_out` is the raw network output and :meth:`prediction` turns it into
+    ``x0_hat``, :meth:`output` into samples of the output distribution at ``tau = 1``. ``nfe`` is the number of
+    network evaluations made so far: each call of :meth:`net_out` runs the network once, or twice (one batched call
+    of ``2B`` rows) under classifier-free guidance. Every sampler, :meth:`bfn.BFN.denoise` and the PF-ODE
+    likelihood go through it.
 
     A :class:`~bfn.sampling.conditioning.Conditioning` (labels and guidance, known values) acts here, where the
     network output is made, so that every sampler gets it; ``generator`` feeds its random draws.
@@ -90,32 +92,47 @@ class Predictor:
     def __init__(
         self,
         model: BFN,
-        data_prediction: DataPrediction | None = None,
+        clip: bool | None = None,
         conditioning: Conditioning | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
         self.model = model
-        self.data_prediction = data_prediction or model.flow.data_prediction
+        self.clip = clip
         self.conditioning = conditioning
         self.generator = generator
         self.nfe = 0
 
-    def net_out(self, x: Tensor, t: float) -> Tensor:
+    def net_out(self, x: Tensor, t: Tensor | float) -> Tensor:
         """Network output at state ``x`` and solver time ``t`` (the network receives BFN time ``1 - t``)."""
-        tau = as_f64(flip_clock(t), x.device)
+        tau = flip_clock(as_f64(t, x.device))
         if self.conditioning is None:
             self.nfe += 1
             return self.model.call_net(x, tau)
         self.nfe += self.conditioning.calls
         return self.conditioning.net_out(self.model, x, tau, self.generator)
 
-    def prediction(self, net_out: Tensor, x: Tensor, t: float) -> Tensor:
+    def prediction(self, net_out: Tensor, x: Tensor, t: Tensor | float) -> Tensor:
         """Turn a network output at ``(x, t)`` into the data prediction ``x0_hat`` (no network call)."""
-        x0 = self.data_prediction(net_out, x, as_f64(flip_clock(t), x.device))
-        return x0 if self.conditioning is None else self.conditioning.prediction(self.model.flow, x0)
+        flow = self.model.flow
+        x0 = flow.data_prediction(net_out, x, flip_clock(as_f64(t, x.device)), clip=self.clip)
+        return x0 if self.conditioning is None else self.conditioning.prediction(flow, x0)
 
-    def __call__(self, x: Tensor, t: float) -> Tensor:
+    def output(self, net_out: Tensor, x: Tensor, mode: bool = False) -> Tensor:
+        """Samples of the output distribution at ``tau = 1`` from a network output there (``flow.sample_output``)."""
+        return self.model.flow.sample_output(net_out, x, self.generator, mode=mode, clip=self.clip)
+
+    def __call__(self, x: Tensor, t: Tensor | float) -> Tensor:
         return self.prediction(self.net_out(x, t), x, t)
+
+
+def score_from_prediction(sde: LinearSDE, x: Tensor, x0_hat: Tensor, t: Tensor | float) -> Tensor:
+    """``s = -(x - alpha_t x0_hat)/sigma_t^2`` (Xue et al., sec. 4-5; discrete: ``-z/(K beta_t) + e_hat - 1/K``).
+
+    The one form of the model score: :func:`bfn.sampling.score` and the PF-ODE likelihood use it.
+    """
+    t64 = as_f64(t, x.device)
+    alpha, sigma = expand_like(sde.alpha(t64), x), expand_like(sde.sigma(t64), x)
+    return -(x - alpha * x0_hat) / sigma**2
 
 
 # --------------------------------------------------------------------------------------------------- state
@@ -184,12 +201,12 @@ class StepContext:
         cls,
         model: BFN,
         generator: torch.Generator | None = None,
-        data_prediction: DataPrediction | None = None,
+        clip: bool | None = None,
         record_predictions: bool = True,
         conditioning: Conditioning | None = None,
     ) -> StepContext:
-        """The context for sampling from ``model`` (a fresh NFE counter)."""
-        predictor = Predictor(model, data_prediction, conditioning, generator)
+        """The context for sampling from ``model`` (a fresh NFE counter; ``clip`` as for :class:`Predictor`)."""
+        predictor = Predictor(model, clip, conditioning, generator)
         return cls(model.flow, predictor, Schedule(model.flow.sde), generator, record_predictions)
 
 
