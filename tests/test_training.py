@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bfn import BFN
 from bfn.checkpoint import build_model, find_checkpoint, load_checkpoint
 from bfn.cli import main
+from bfn.sampling import SAMPLERS, get_sampler
 from bfn.training import (
     LOG_COLUMNS,
     GlobalBatchSampler,
@@ -236,6 +239,49 @@ def test_steps_for_nfe_uses_the_registry_cost() -> None:
     assert steps_for_nfe("bfn-solver++2", "continuous", 10) == 10
     assert steps_for_nfe("bfn-solver++2s", "continuous", 11) == 6
     assert steps_for_nfe("bfn-solver2", "discrete", 1) == 1
+
+
+SPECS = [(name, kind) for name, spec in SAMPLERS.items() for kind in spec.kinds]
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=st.sampled_from(SPECS), final=st.sampled_from(["drop", "denoise"]), budget=st.integers(1, 5000))
+def test_steps_for_nfe_inverts_the_sampler_cost(case: tuple[str, str], final: str, budget: int) -> None:
+    """``spec.nfe(spec.steps_for_nfe(n)) == n`` wherever a step count makes n calls; else the most steps within n."""
+    spec = get_sampler(*case)
+    exact = [steps for steps in range(1, budget + 2) if spec.nfe(steps, final) == budget]
+    if spec.nfe(1, final) > budget:  # no step count fits the budget
+        with pytest.raises(ValueError, match=f"one step makes {spec.nfe(1, final)}"):
+            spec.steps_for_nfe(budget, final)
+        return
+    steps = spec.steps_for_nfe(budget, final)
+    assert spec.nfe(steps, final) <= budget < spec.nfe(steps + 1, final)
+    if exact:
+        assert [steps] == exact and spec.nfe(steps, final) == budget  # the round trip
+        assert spec.steps_for_nfe(budget, final, exact=True) == steps
+    else:
+        with pytest.raises(ValueError, match=f"exactly {budget} network calls"):
+            spec.steps_for_nfe(budget, final, exact=True)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 100, 10**6])
+@pytest.mark.parametrize("case", SPECS)
+def test_steps_for_nfe_round_trips_every_cost(case: tuple[str, str], steps: int) -> None:
+    spec = get_sampler(*case)
+    for final in ("drop", "denoise"):
+        assert spec.steps_for_nfe(spec.nfe(steps, final), final, exact=True) == steps
+
+
+def test_steps_for_nfe_refuses_bad_budgets() -> None:
+    spec = get_sampler("bfn-solver++2", "continuous")
+    for bad in (0, -3, 2.0, True, "10"):
+        with pytest.raises(ValueError, match="nfe must be an integer >= 1"):
+            spec.steps_for_nfe(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="final must be"):
+        spec.steps_for_nfe(10, "last")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no step count fits 1 network calls: one step makes 2"):
+        get_sampler("bfn", "discrete").steps_for_nfe(1)
+    assert steps_for_nfe("bfn", "discrete", 1) == 1  # the training helper still takes one step
 
 
 def test_sliced_wasserstein() -> None:

@@ -1211,21 +1211,20 @@ class _Trainer:
 
 
 def steps_for_nfe(sampler: str, kind: str, nfe: int, **options: Any) -> int:
-    """The most steps of ``sampler`` whose network calls do not exceed ``nfe`` (at least 1 step).
+    """The steps of ``sampler`` for a budget of ``nfe`` network calls (at least 1 step).
 
-    Uses the registry's cost model (``SAMPLERS[name].nfe``): e.g. 10 NFE is 9 steps of ``bfn`` (``n + 1`` calls)
-    and 10 steps of ``bfn-solver++2`` (``n`` calls with ``final="drop"``); ``"auto"`` counts network calls.
+    :meth:`bfn.sampling.SamplerSpec.steps_for_nfe`, the inverse of the registry's cost model: e.g. 10 NFE is 9 steps
+    of ``bfn`` (``n + 1`` calls) and 10 steps of ``bfn-solver++2`` (``n`` calls with ``final="drop"``); a budget
+    below one step's cost still gets one step. ``"auto"`` counts network calls (steps = ``nfe``).
     """
     from bfn.sampling import get_sampler
+    from bfn.sampling.auto import AUTO
 
-    if sampler == "auto":
+    if sampler == AUTO:
         return nfe  # steps are network calls
     spec = get_sampler(sampler, kind)  # type: ignore[arg-type]
     final = options.get("final", "drop")
-    steps = 1
-    while spec.nfe(steps + 1, final) <= nfe:
-        steps += 1
-    return steps
+    return spec.steps_for_nfe(nfe, final) if nfe >= spec.nfe(1, final) else 1
 
 
 def data_description(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
