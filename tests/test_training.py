@@ -30,7 +30,6 @@ from bfn.training import (
     image_grid,
     load_run_config,
     read_log,
-    sliced_wasserstein,
     steps_for_nfe,
     train,
     write_samples,
@@ -282,15 +281,6 @@ def test_steps_for_nfe_refuses_bad_budgets() -> None:
     with pytest.raises(ValueError, match="no step count fits 1 network calls: one step makes 2"):
         get_sampler("bfn", "discrete").steps_for_nfe(1)
     assert steps_for_nfe("bfn", "discrete", 1) == 1  # the training helper still takes one step
-
-
-def test_sliced_wasserstein() -> None:
-    points = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
-    assert sliced_wasserstein(points, points) == pytest.approx(0.0, abs=1e-12)
-    shifted = sliced_wasserstein(points, points + torch.tensor([0.5, 0.0]))
-    assert shifted == pytest.approx(0.5 * 2 / torch.pi, rel=0.1)  # E|cos| over directions = 2/pi
-    with pytest.raises(ValueError):
-        sliced_wasserstein(points, torch.zeros(3, 3))
 
 
 def test_write_samples_formats(tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ from bfn.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from bfn.metrics.distances import sliced_wasserstein
 from bfn.model import BFN, bits_per_dim
 
 if TYPE_CHECKING:
@@ -1358,24 +1359,6 @@ def write_samples(
 # ================================================================================================== sample quality
 
 
-def sliced_wasserstein(a: Tensor, b: Tensor, projections: int = 256, seed: int = 0) -> float:
-    """Sliced Wasserstein-1 distance between point sets ``a`` ``(N, D)`` and ``b`` ``(M, D)``.
-
-    The mean over ``projections`` random unit directions of the 1-D Wasserstein-1 distance of the projections,
-    computed from matched quantiles. For low-dimensional (toy) data, where FID has no feature space.
-    """
-    a, b = a.reshape(a.shape[0], -1).double().cpu(), b.reshape(b.shape[0], -1).double().cpu()
-    if a.shape[1] != b.shape[1] or a.shape[0] < 1 or b.shape[0] < 1:
-        raise ValueError(f"point sets must be non-empty with equal dimension, got {tuple(a.shape)}, {tuple(b.shape)}")
-    generator = torch.Generator().manual_seed(seed)
-    directions = torch.randn(a.shape[1], projections, generator=generator, dtype=torch.float64)
-    directions /= directions.norm(dim=0, keepdim=True)
-    levels = (torch.arange(min(a.shape[0], b.shape[0]), dtype=torch.float64) + 0.5) / min(a.shape[0], b.shape[0])
-    qa = torch.quantile(a @ directions, levels, dim=0)
-    qb = torch.quantile(b @ directions, levels, dim=0)
-    return float((qa - qb).abs().mean())
-
-
 @dataclass
 class QualityMetric:
     """A sample-quality metric for one data set: ``score(samples) -> float`` (lower or higher is better)."""
@@ -1394,7 +1377,7 @@ def quality_metric(
       against the training split; ``mnist`` / ``fashion-mnist``: FID-<name> with a classifier trained on the
       training split if none is cached (needs the labels).
     * text: spelling accuracy (:func:`bfn.metrics.spelling_accuracy`, higher is better).
-    * 2-D toy data: :func:`sliced_wasserstein` against the test split.
+    * 2-D toy data: :func:`bfn.metrics.sliced_wasserstein` against the test split.
     """
     from torch.utils.data import Subset
 
