@@ -67,6 +67,7 @@ from bfn.checkpoint import (
 )
 from bfn.metrics.distances import sliced_wasserstein
 from bfn.model import BFN, bits_per_dim
+from bfn.nets import net_spec
 
 if TYPE_CHECKING:
     from bfn.data import DataBundle
@@ -663,6 +664,9 @@ class EMA:
 
     def __init__(self, net: nn.Module, decay: float) -> None:
         self.net = copy.deepcopy(net).eval().requires_grad_(False)
+        spec = net_spec(net)
+        if spec is not None:  # the copy rebuilds like the original (save_pretrained of the EMA model)
+            spec.record(self.net)
         self.source = net
         self.decay = decay
 
