@@ -50,11 +50,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import bfn
-from bfn.checkpoint import build_model
 from bfn.data import TOY_SETS, bins_to_centres
 from bfn.metrics import sliced_wasserstein
 from bfn.nets import build_net
-from bfn.training import EMA, TrainConfig, load_bundle, model_spec, quality_metric, steps_for_nfe
+from bfn.training import EMA, TrainConfig, load_bundle, quality_metric, steps_for_nfe
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -176,7 +175,7 @@ def finish_continuous(samples: Tensor, case: Case, num_bins: int | None) -> Tens
 
 def bfn_method(config: TrainConfig, bundle: Any, case: Case) -> Method:
     torch.manual_seed(SEED)
-    model = build_model(model_spec(config, bundle))
+    model = config.model_config(bundle).build()
     sampler, options = BFN_SAMPLERS[case.flow]
 
     def loss(x: Tensor, generator: torch.Generator) -> Tensor:
