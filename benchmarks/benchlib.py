@@ -284,21 +284,17 @@ class Variant:
 
     def steps_for(self, nfe: int) -> int | None:
         """The number of steps that makes exactly ``nfe`` network calls, or ``None`` if none does."""
-        for steps in range(1, nfe + 2):
-            if self.nfe(steps) == nfe:
-                return steps
-            if self.nfe(steps) > nfe:
-                break
-        return None
+        try:
+            return SAMPLERS[self.sampler].steps_for_nfe(nfe, exact=True)
+        except ValueError:
+            return None
 
     def steps_at_most(self, nfe: int) -> int | None:
         """The most steps within ``nfe`` network calls (``None`` if even one step costs more)."""
-        best = None
-        for steps in range(1, nfe + 2):
-            if self.nfe(steps) > nfe:
-                break
-            best = steps
-        return best
+        try:
+            return SAMPLERS[self.sampler].steps_for_nfe(nfe)
+        except ValueError:
+            return None
 
 
 LOGSNR_SOLVERS: dict[str, tuple[str, ...]] = {

@@ -22,7 +22,7 @@ and their samples are rounded to the nearest bin centre.
 Metrics: toy 2-D sets (:mod:`bfn.data.toy`): off-manifold share (share of samples farther than
 :data:`OFF_MANIFOLD_RADIUS` from every training point), coverage (share of test points with a sample within that
 radius), regions lost (of the :data:`NUM_REGIONS` k-means regions of the training data, those that receive less
-than a fifth of their share of samples) and sliced W1 (:func:`bfn.training.sliced_wasserstein`) against the test
+than a fifth of their share of samples) and sliced W1 (:func:`bfn.metrics.sliced_wasserstein`) against the test
 split; digits: FID-digits (:func:`bfn.training.quality_metric`, on the shipped digits classifier's features).
 
 ``diffusers`` and ``flow_matching`` are benchmark-only dependencies (``pip install -e ".[bench]"``); the library
@@ -50,10 +50,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import bfn
-from bfn.checkpoint import build_model
 from bfn.data import TOY_SETS, bins_to_centres
+from bfn.metrics import sliced_wasserstein
 from bfn.nets import build_net
-from bfn.training import EMA, TrainConfig, load_bundle, model_spec, quality_metric, sliced_wasserstein, steps_for_nfe
+from bfn.training import EMA, TrainConfig, load_bundle, quality_metric, steps_for_nfe
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -175,7 +175,7 @@ def finish_continuous(samples: Tensor, case: Case, num_bins: int | None) -> Tens
 
 def bfn_method(config: TrainConfig, bundle: Any, case: Case) -> Method:
     torch.manual_seed(SEED)
-    model = build_model(model_spec(config, bundle))
+    model = config.model_config(bundle).build()
     sampler, options = BFN_SAMPLERS[case.flow]
 
     def loss(x: Tensor, generator: torch.Generator) -> Tensor:

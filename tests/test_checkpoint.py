@@ -13,6 +13,7 @@ import torch
 from bfn import BFN
 from bfn.checkpoint import (
     CheckpointError,
+    ModelConfig,
     atomic_write_bytes,
     build_model,
     find_checkpoint,
@@ -20,9 +21,12 @@ from bfn.checkpoint import (
     load_safetensors,
     load_torch,
     manifest_checksum,
+    safetensors_bytes,
     save_checkpoint,
     verify_checkpoint,
 )
+from bfn.flows import ContinuousFlow, DiscreteFlow, DiscretisedFlow
+from bfn.nets import MLP, NetSpec
 
 SPEC = {
     "flow": {"kind": "discretised", "config": {"num_bins": 5, "sigma_1": 0.05}},
@@ -83,8 +87,8 @@ def test_save_and_load_pretrained_round_trip(tmp_path: Path) -> None:
 
 def test_save_pretrained_needs_a_network_spec(tmp_path: Path) -> None:
     reference = _model()
-    net = reference.net
-    del net.net_spec  # a network built by hand records no spec
+    net = MLP((3,), 1, 2, hidden=16, depth=1)  # a network built by hand records no spec
+    net.load_state_dict(reference.net.state_dict())
     model = BFN(net, reference.flow, (3,))
     with pytest.raises(ValueError, match="net_name"):
         model.save_pretrained(tmp_path)
@@ -126,6 +130,97 @@ def test_truncated_model_folder_weights_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match=r"config\.json"):
         BFN.from_pretrained(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ model config
+CONFIGS = [
+    ModelConfig(ContinuousFlow(0.02), (2,), NetSpec("mlp", {"hidden": 16, "depth": 1})),
+    ModelConfig(DiscretisedFlow(5, 0.05), (1, 4, 4), NetSpec("unet", {"base": 8, "channel_mults": (1, 2)})),
+    ModelConfig(DiscreteFlow(3, 2.0), (6,), NetSpec("transformer", {"width": 16, "depth": 1, "heads": 2})),
+    ModelConfig(ContinuousFlow(0.05), (3,), NetSpec("mlp", {"hidden": 8, "num_classes": 4}), 4, 0.25),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["continuous", "discretised", "discrete", "conditional"])
+def test_model_config_round_trips_through_json(config: ModelConfig, tmp_path: Path) -> None:
+    """config -> dict -> JSON -> config -> model: the same config, and the same model from the same seed."""
+    again = ModelConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and again.to_dict() == config.to_dict()
+    torch.manual_seed(0)
+    model = config.build()
+    torch.manual_seed(0)
+    rebuilt = again.build()
+    assert ModelConfig.of(model) == ModelConfig.of(rebuilt) == config
+    assert (rebuilt.num_classes, rebuilt.label_dropout) == (model.num_classes, model.label_dropout)
+    state, other = model.net.state_dict(), rebuilt.net.state_dict()
+    assert state.keys() == other.keys() and all(torch.equal(state[k], other[k]) for k in state)
+    model.save_pretrained(tmp_path)  # the model folder's config.json is the same section
+    assert ModelConfig.read(tmp_path) == config
+    assert json.loads((tmp_path / "config.json").read_text()) == config.to_dict()
+
+
+#: config.json model sections exactly as the earlier releases wrote them (save_pretrained and training runs)
+WRITTEN_BEFORE = [
+    {
+        "format": "bfn",
+        "version": 1,
+        "flow": {"kind": "continuous", "config": {"sigma_1": 0.02, "clip": True}},
+        "data_shape": [2],
+        "net": {"name": "mlp", "options": {"hidden": 16, "depth": 1}},
+    },
+    {
+        "format": "bfn",
+        "version": 1,
+        "flow": {"kind": "discretised", "config": {"num_bins": 17, "sigma_1": 0.001}},
+        "data_shape": [1, 8, 8],
+        "net": {"name": "mlp", "options": {"hidden": 16, "depth": 1, "layer_norm": True, "num_classes": 10}},
+        "num_classes": 10,
+        "label_dropout": 0.1,
+    },
+    {
+        "format": "bfn",
+        "version": 1,
+        "flow": {"kind": "discrete", "config": {"num_classes": 27, "beta_1": 0.75}},
+        "data_shape": [8],
+        "net": {"name": "transformer", "options": {"width": 16, "depth": 1, "heads": 2}},
+    },
+]
+
+
+@pytest.mark.parametrize("section", WRITTEN_BEFORE, ids=["continuous", "conditional", "text"])
+def test_folders_written_by_earlier_releases_still_load(section: dict, tmp_path: Path) -> None:
+    """A model folder and a run folder in the format the library wrote before :class:`ModelConfig` existed."""
+    torch.manual_seed(0)
+    model = build_model(section)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps(section))
+    atomic_write_bytes(tmp_path / "model" / "model.safetensors", safetensors_bytes(model.net.state_dict()))
+    run = {**section, "train": {"data": "digits"}, "data": {"name": "digits"}, "world_size": 1}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(run))
+    state = model.net.state_dict()
+    save_checkpoint(tmp_path / "run", 3, state, state, {"optimizer": {}}, {"loss": torch.zeros(1)})
+    for folder in ("model", "run"):
+        config = ModelConfig.read(tmp_path / folder)
+        assert config.to_dict() == section  # the dict format is unchanged
+        loaded = BFN.from_pretrained(tmp_path / folder)
+        assert loaded.flow == model.flow and loaded.num_classes == model.num_classes
+        assert all(torch.equal(loaded.net.state_dict()[k], v) for k, v in state.items())
+
+
+def test_model_config_errors_name_the_file_and_the_entry(tmp_path: Path) -> None:
+    for broken, words in [
+        ({**SPEC, "flow": {"kind": "gaussian", "config": {}}}, "unknown flow kind"),
+        ({**SPEC, "net": {"name": "resnet"}}, "unknown network"),
+        ({**SPEC, "net": {"name": "mlp", "options": {"widht": 3}}}, "widht"),
+        ({k: v for k, v in SPEC.items() if k != "net"}, "'net'"),
+        ({**SPEC, "data_shape": [0]}, "data_shape"),
+    ]:
+        (tmp_path / "config.json").write_text(json.dumps(broken))
+        with pytest.raises(CheckpointError, match=rf"config\.json: .*{words}"):
+            ModelConfig.read(tmp_path)
+    with pytest.raises(ValueError, match="NetSpec"):
+        ModelConfig.of(BFN(MLP((3,), 1, 2), DiscretisedFlow(5), (3,)))  # built by hand: no recorded spec
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints

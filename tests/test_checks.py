@@ -25,7 +25,7 @@ from bfn.flows import flow_from_config
 from bfn.flows.continuous import SIGMA_1_MIN
 from bfn.flows.discrete import BETA_1_MAX
 from bfn.likelihood import pf_ode_nll
-from bfn.nets import MAX_NET_SIZE, build_net
+from bfn.nets import MAX_NET_SIZE, build_net, net_spec
 from bfn.time import time_grid
 from test_model import KINDS, make_data, make_model
 
@@ -329,7 +329,7 @@ def test_build_net_refuses_unknown_options_and_names():
     _raises_naming(lambda: build_net("nope", (3,), 1, 1), "unknown network")
     _raises_naming(lambda: build_net(None, (3,), 1, 1), "unknown network")
     net = build_net("mlp", (3,), 1, 1, hidden=np.int64(8), depth=1)
-    assert net.net_spec == {"name": "mlp", "options": {"hidden": 8, "depth": 1}}
+    assert net_spec(net).to_dict() == {"name": "mlp", "options": {"hidden": 8, "depth": 1}}
 
 
 # ----------------------------------------------------------------------------------------- network outputs

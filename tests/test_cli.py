@@ -66,6 +66,45 @@ def test_every_option_has_help() -> None:
             assert action.help, f"{parser.prog}: {action.option_strings or action.dest} has no help"
 
 
+def _helps(command: str) -> dict[str, str]:
+    parser = next(p for p in _parsers(build_parser()) if p.prog == f"bfn {command}")
+    return {action.dest: action.help or "" for action in parser._actions}
+
+
+def test_help_states_the_library_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defaults in the help come from TrainConfig and the sampler registry, not from copies in the CLI."""
+    from bfn.cli import parser as cli_parser
+    from bfn.sampling.registry import SOLVER_OPTIONS
+
+    monkeypatch.setattr(cli_parser, "config_default", lambda name: f"<{name}>")
+    monkeypatch.setitem(cli_parser.SIGMA_1, "default", 0.125)
+    monkeypatch.setitem(cli_parser.BETA_1, "default", 0.375)
+    monkeypatch.setitem(cli_parser.DEFAULT_NETS, "toy", ("transformer", {}))
+    monkeypatch.setitem(SOLVER_OPTIONS, "grid", "<grid>")
+    monkeypatch.setitem(SOLVER_OPTIONS, "final", "<final>")
+    helps = _helps("train")
+    stated = ["data", "seq_len", "split_seed", "flow", "label_dropout", "steps", "batch_size", "lr", "weight_decay"]
+    stated += ["betas", "warmup", "grad_clip", "ema_decay", "loss", "amp", "val_every", "val_examples", "ckpt_every"]
+    stated += ["device", "seed", "num_workers"]
+    assert [name for name in stated if f"<{name}>" not in helps[name]] == []
+    assert "default 0.125;" in helps["sigma_1"] and "default 0.375;" in helps["beta_1"]
+    assert "transformer for toy, text8" in helps["net"] and "mlp for digits;" in helps["net"]
+    sample = _helps("sample")
+    assert "<grid>" in sample["grid"] and "<final>" in sample["final"] and "certain" in sample["inpaint_method"]
+
+
+def test_help_defaults_match_the_config() -> None:
+    helps = _helps("train")
+    assert "(default 2000;" in helps["steps"] and "(default 0.9 0.99)" in helps["betas"]
+    assert (
+        "(default 0.001; 0.02 for toy)" in helps["sigma_1"]
+        and "(default 3; 0.75 for text8, kjv, text)" in helps["beta_1"]
+    )
+    parsers = {p.prog: p for p in _parsers(build_parser())}
+    assert "(default 64)" in parsers["bfn sample"].format_help()
+    assert "(default 3000)" in parsers["bfn demo"].format_help()
+
+
 @pytest.mark.parametrize("command", [[], ["train"], ["sample"], ["eval"], ["demo"]])
 def test_help_exits_cleanly(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:

@@ -239,7 +239,7 @@ def _tiny(out: Path, **changes) -> TrainConfig:
 def test_a_non_finite_loss_stops_training_without_a_nan_checkpoint(tmp_path: Path, monkeypatch) -> None:
     from bfn import training
 
-    real = training._GlobalBatchLoss.forward
+    real = training.GlobalBatchLoss.forward
     calls = []
 
     def poisoned(self, x, generator, labels=None):
@@ -247,7 +247,7 @@ def test_a_non_finite_loss_stops_training_without_a_nan_checkpoint(tmp_path: Pat
         loss = real(self, x, generator, labels)
         return loss * math.nan if len(calls) == 3 else loss
 
-    monkeypatch.setattr(training._GlobalBatchLoss, "forward", poisoned)
+    monkeypatch.setattr(training.GlobalBatchLoss, "forward", poisoned)
     with pytest.raises(NonFiniteError, match=r"step 3.*loss is not finite"):
         train(_tiny(tmp_path / "run"))
     ckpt = load_checkpoint(tmp_path / "run")
@@ -259,8 +259,8 @@ def test_a_non_finite_loss_stops_training_without_a_nan_checkpoint(tmp_path: Pat
 def test_cli_reports_a_diverged_run_in_one_line(capsys, tmp_path: Path, monkeypatch) -> None:
     from bfn import training
 
-    real = training._GlobalBatchLoss.forward
-    monkeypatch.setattr(training._GlobalBatchLoss, "forward", lambda self, x, g, y=None: real(self, x, g, y) * math.inf)
+    real = training.GlobalBatchLoss.forward
+    monkeypatch.setattr(training.GlobalBatchLoss, "forward", lambda self, x, g, y=None: real(self, x, g, y) * math.inf)
     line = _fails(["train", *TOY_RUN, "--out", str(tmp_path / "run")], capsys, "not finite", code=1)
     assert "step 1" in line and not (tmp_path / "run" / "checkpoint").exists()
 
@@ -292,9 +292,9 @@ def test_dry_runs_print_pure_json(run: Path, capsys) -> None:
 
 # ---------------------------------------------------------------------------------------- what a user sees
 def test_training_off_a_terminal_prints_timed_progress_lines(capsys, tmp_path: Path, monkeypatch) -> None:
-    from bfn import training
+    from bfn.training import loop
 
-    monkeypatch.setattr(training, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(loop, "PROGRESS_SECONDS", 0.0)
     train(_tiny(tmp_path / "run", ckpt_every=0))
     printed = capsys.readouterr().out.splitlines()
     lines = [line for line in printed if "steps/s" in line]

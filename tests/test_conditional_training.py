@@ -145,7 +145,7 @@ def test_unconditional_folders_are_unchanged(tmp_path):
 def test_sharded_conditional_loss_equals_the_single_process_loss() -> None:
     """Labels (and their dropout, drawn for the global batch) reach every rank's rows as in one process."""
     from bfn.checkpoint import build_model
-    from bfn.training import _GlobalBatchLoss
+    from bfn.training import GlobalBatchLoss
 
     spec = {
         "flow": {"kind": "continuous", "config": {"sigma_1": 0.02}},
@@ -160,11 +160,11 @@ def test_sharded_conditional_loss_equals_the_single_process_loss() -> None:
         for p in model.net.parameters():
             p.add_(0.1 * torch.randn_like(p))
     x, y = torch.rand(12, 4) * 2 - 1, torch.arange(12) % 3
-    whole = _GlobalBatchLoss(model, 0, 1, 12, None)(x, gen(1), y)
+    whole = GlobalBatchLoss(model, 0, 1, 12, None)(x, gen(1), y)
     rows = [slice(4 * r, 4 * r + 4) for r in range(3)]
-    shares = [_GlobalBatchLoss(model, r, 3, 4, None)(x[rows[r]], gen(1), y[rows[r]]) for r in range(3)]
+    shares = [GlobalBatchLoss(model, r, 3, 4, None)(x[rows[r]], gen(1), y[rows[r]]) for r in range(3)]
     torch.testing.assert_close(torch.stack(shares).mean(), whole, rtol=1e-6, atol=1e-7)
-    assert not torch.allclose(_GlobalBatchLoss(model, 0, 1, 12, None)(x, gen(1)), whole)  # the labels matter
+    assert not torch.allclose(GlobalBatchLoss(model, 0, 1, 12, None)(x, gen(1)), whole)  # the labels matter
 
 
 def test_toy_sets_with_components_have_their_labels() -> None:

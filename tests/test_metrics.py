@@ -26,6 +26,7 @@ from bfn.metrics import (
     kernel_inception_distance,
     load_classifier,
     load_feature_extractor,
+    sliced_wasserstein,
     spelling_accuracy,
     spelling_counts,
     split_words,
@@ -145,6 +146,18 @@ def test_kid_is_reproducible_with_generator_and_checks_subset_size() -> None:
     assert runs[0] == runs[1]
     with pytest.raises(ValueError, match="subset_size"):
         kernel_inception_distance(feats, other, subset_size=301)
+
+
+# --- sliced Wasserstein -------------------------------------------------------------------------------------------
+
+
+def test_sliced_wasserstein() -> None:
+    points = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
+    assert sliced_wasserstein(points, points) == pytest.approx(0.0, abs=1e-12)
+    shifted = sliced_wasserstein(points, points + torch.tensor([0.5, 0.0]))
+    assert shifted == pytest.approx(0.5 * 2 / torch.pi, rel=0.1)  # E|cos| over directions = 2/pi
+    with pytest.raises(ValueError):
+        sliced_wasserstein(points, torch.zeros(3, 3))
 
 
 # --- classifier and FID-digits ------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from bfn.nets import MLP, NETS, Transformer, UNet, build_net, sinusoidal_embedding
+from bfn.nets import MLP, NETS, NetSpec, Transformer, UNet, build_net, net_spec, sinusoidal_embedding
 
 SMALL: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": 32, "depth": 2, "time_dim": 16},
@@ -187,3 +187,30 @@ def test_mlp_under_torch_compile() -> None:
     torch.testing.assert_close(out, net(x, t))
     out.sum().backward()
     assert net.body[0].weight.grad is not None
+
+
+# ------------------------------------------------------------------------------------------------ net specs
+def test_build_net_records_its_spec_in_a_net_spec() -> None:
+    net = build_net("unet", (1, 8, 8), 1, 2, base=8, channel_mults=(1, 2))
+    spec = net_spec(net)
+    assert spec == NetSpec("unet", {"base": 8, "channel_mults": [1, 2]})  # options in their JSON form
+    assert NetSpec.from_dict(spec.to_dict()) == spec and spec.to_dict()["name"] == "unet"
+    assert not hasattr(net, "net_spec")  # nothing is attached to the module
+    assert net_spec(UNet((1, 8, 8), 1, 2, base=8)) is None  # a network built by hand records none
+    assert net_spec(object()) is None and net_spec(3) is None
+    rebuilt = spec.build((1, 8, 8), 1, 2)
+    assert net_spec(rebuilt) == spec and rebuilt.state_dict().keys() == net.state_dict().keys()
+    copy = UNet((1, 8, 8), 1, 2, base=8, channel_mults=(1, 2))
+    assert spec.record(copy) is copy and net_spec(copy) == spec
+
+
+def test_net_spec_checks_its_options_when_made() -> None:
+    with pytest.raises(ValueError, match="unknown network"):
+        NetSpec("resnet")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="widht"):
+        NetSpec("mlp", {"widht": 3})
+    with pytest.raises(ValueError, match="hidden"):
+        NetSpec.from_dict({"name": "mlp", "options": {"hidden": "wide"}})
+    with pytest.raises(ValueError, match="'name'"):
+        NetSpec.from_dict({"options": {}})
+    assert NetSpec.from_dict({"name": "mlp"}) == NetSpec.from_dict({"name": "mlp", "options": None}) == NetSpec("mlp")

@@ -14,20 +14,26 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bfn import BFN
 from bfn.checkpoint import build_model, find_checkpoint, load_checkpoint
 from bfn.cli import main
+from bfn.data import DataBundle
+from bfn.flows import ContinuousFlow
+from bfn.nets import build_net, net_spec
+from bfn.sampling import SAMPLERS, get_sampler
 from bfn.training import (
+    EMA,
     LOG_COLUMNS,
+    GlobalBatchLoss,
     GlobalBatchSampler,
     TrainConfig,
-    _GlobalBatchLoss,
     evaluate_nll,
     image_grid,
     load_run_config,
     read_log,
-    sliced_wasserstein,
     steps_for_nfe,
     train,
     write_samples,
@@ -63,6 +69,42 @@ def test_config_json_round_trip() -> None:
     again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
     assert again.betas == (0.8, 0.95) and again.loss_steps == 20
+
+
+def _bundle(kind: str, data_shape: tuple[int, ...], **fields) -> DataBundle:
+    """A data bundle without data: what the model section of ``config.json`` is made from."""
+    return DataBundle(train=[], val=[], test=[], data_shape=data_shape, kind=kind, **fields)
+
+
+def test_the_model_section_of_a_training_run_keeps_its_format() -> None:
+    """TrainConfig.model_config writes the model section exactly as earlier releases did, for every flow."""
+    toy = TrainConfig(data="toy:two_moons", flow="continuous").resolved()
+    assert toy.model_config(_bundle("continuous", (2,))).to_dict() == {
+        "format": "bfn",
+        "version": 1,
+        "flow": {"kind": "continuous", "config": {"sigma_1": 0.02, "clip": True}},
+        "data_shape": [2],
+        "net": {"name": "mlp", "options": {"hidden": 256, "depth": 3}},
+    }
+    labels = {"train": torch.tensor([0, 9, 3]), "val": torch.tensor([1]), "test": torch.tensor([], dtype=torch.long)}
+    digits = TrainConfig(conditional=True, net_options={"hidden": 8}).resolved()
+    section = digits.model_config(_bundle("discretised", (1, 8, 8), num_bins=17, labels=labels)).to_dict()
+    assert section == {
+        "format": "bfn",
+        "version": 1,
+        "flow": {"kind": "discretised", "config": {"num_bins": 17, "sigma_1": 0.001}},
+        "data_shape": [1, 8, 8],
+        "net": {"name": "mlp", "options": {"hidden": 8, "num_classes": 10}},
+        "num_classes": 10,
+        "label_dropout": 0.1,
+    }
+    text = TrainConfig(data="kjv", flow="discrete", net_options={"width": 16}).resolved()
+    assert text.model_config(_bundle("discrete", (256,), num_classes=27)).to_dict()["flow"] == {
+        "kind": "discrete",
+        "config": {"num_classes": 27, "beta_1": 0.75},
+    }
+    with pytest.raises(ValueError, match="needs class labels"):
+        digits.model_config(_bundle("discretised", (1, 8, 8), num_bins=17))
 
 
 def test_config_rejects_unknown_fields_and_bad_values() -> None:
@@ -135,9 +177,9 @@ def test_sharded_loss_equals_the_single_process_loss(kind: str) -> None:
             p.add_(0.1 * torch.randn_like(p))
     bins = (torch.randint(0, 5, (12, 4)) + 0.5) * 0.4 - 1.0
     x = torch.randint(0, 3, (12, 4)) if kind == "discrete" else bins
-    whole = _GlobalBatchLoss(model, 0, 1, 12, None)(x, torch.Generator().manual_seed(1))
+    whole = GlobalBatchLoss(model, 0, 1, 12, None)(x, torch.Generator().manual_seed(1))
     shares = [
-        _GlobalBatchLoss(model, r, 3, 4, None)(x[4 * r : 4 * r + 4], torch.Generator().manual_seed(1)) for r in range(3)
+        GlobalBatchLoss(model, r, 3, 4, None)(x[4 * r : 4 * r + 4], torch.Generator().manual_seed(1)) for r in range(3)
     ]
     torch.testing.assert_close(torch.stack(shares).mean(), whole, rtol=1e-6, atol=1e-7)
 
@@ -238,13 +280,56 @@ def test_steps_for_nfe_uses_the_registry_cost() -> None:
     assert steps_for_nfe("bfn-solver2", "discrete", 1) == 1
 
 
-def test_sliced_wasserstein() -> None:
-    points = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
-    assert sliced_wasserstein(points, points) == pytest.approx(0.0, abs=1e-12)
-    shifted = sliced_wasserstein(points, points + torch.tensor([0.5, 0.0]))
-    assert shifted == pytest.approx(0.5 * 2 / torch.pi, rel=0.1)  # E|cos| over directions = 2/pi
-    with pytest.raises(ValueError):
-        sliced_wasserstein(points, torch.zeros(3, 3))
+SPECS = [(name, kind) for name, spec in SAMPLERS.items() for kind in spec.kinds]
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=st.sampled_from(SPECS), final=st.sampled_from(["drop", "denoise"]), budget=st.integers(1, 5000))
+def test_steps_for_nfe_inverts_the_sampler_cost(case: tuple[str, str], final: str, budget: int) -> None:
+    """``spec.nfe(spec.steps_for_nfe(n)) == n`` wherever a step count makes n calls; else the most steps within n."""
+    spec = get_sampler(*case)
+    exact = [steps for steps in range(1, budget + 2) if spec.nfe(steps, final) == budget]
+    if spec.nfe(1, final) > budget:  # no step count fits the budget
+        with pytest.raises(ValueError, match=f"one step makes {spec.nfe(1, final)}"):
+            spec.steps_for_nfe(budget, final)
+        return
+    steps = spec.steps_for_nfe(budget, final)
+    assert spec.nfe(steps, final) <= budget < spec.nfe(steps + 1, final)
+    if exact:
+        assert [steps] == exact and spec.nfe(steps, final) == budget  # the round trip
+        assert spec.steps_for_nfe(budget, final, exact=True) == steps
+    else:
+        with pytest.raises(ValueError, match=f"exactly {budget} network calls"):
+            spec.steps_for_nfe(budget, final, exact=True)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 100, 10**6])
+@pytest.mark.parametrize("case", SPECS)
+def test_steps_for_nfe_round_trips_every_cost(case: tuple[str, str], steps: int) -> None:
+    spec = get_sampler(*case)
+    for final in ("drop", "denoise"):
+        assert spec.steps_for_nfe(spec.nfe(steps, final), final, exact=True) == steps
+
+
+def test_steps_for_nfe_refuses_bad_budgets() -> None:
+    spec = get_sampler("bfn-solver++2", "continuous")
+    for bad in (0, -3, 2.0, True, "10"):
+        with pytest.raises(ValueError, match="nfe must be an integer >= 1"):
+            spec.steps_for_nfe(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="final must be"):
+        spec.steps_for_nfe(10, "last")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no step count fits 1 network calls: one step makes 2"):
+        get_sampler("bfn", "discrete").steps_for_nfe(1)
+    assert steps_for_nfe("bfn", "discrete", 1) == 1  # the training helper still takes one step
+
+
+def test_the_ema_copy_rebuilds_like_its_network(tmp_path: Path) -> None:
+    """The EMA copy carries the network's spec, so the EMA model saves and loads like the trained one."""
+    net = build_net("mlp", (2,), 1, 1, hidden=8, depth=1)
+    ema = EMA(net, 0.9)
+    assert net_spec(ema.net) == net_spec(net) and ema.net is not net
+    folder = BFN(ema.net, ContinuousFlow(0.02), (2,)).save_pretrained(tmp_path)
+    assert BFN.from_pretrained(folder).net.state_dict().keys() == net.state_dict().keys()
 
 
 def test_write_samples_formats(tmp_path: Path) -> None:

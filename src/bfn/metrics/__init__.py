@@ -1,8 +1,10 @@
-"""Offline evaluation metrics: FID-/KID-<dataset>, spelling accuracy, bits per dimension.
+"""Offline evaluation metrics: FID-/KID-<dataset>, sliced Wasserstein-1, spelling accuracy, bits per dimension.
 
 Images: Frechet distance and kernel (KID) distance on the penultimate features of a small classifier that this
 package trains on the same data set (``load_feature_extractor("digits")`` ships with the package). Report them as
 "FID-digits", "FID-mnist", ...: they are *not* Inception FID / KID and not comparable with published numbers.
+
+Points (2-D toy data): :func:`sliced_wasserstein`, the mean 1-D Wasserstein-1 distance over random projections.
 
 Text: spelling accuracy as in the BFN-Solver paper (share of space-separated words that hunspell en_US accepts).
 
@@ -27,6 +29,7 @@ from bfn.metrics.distances import (
     frechet_distance,
     frechet_distance_from_moments,
     kernel_inception_distance,
+    sliced_wasserstein,
 )
 from bfn.metrics.images import FeatureFID, extract_features, image_fid, image_kid
 from bfn.metrics.likelihood import bits_per_dim
@@ -49,6 +52,7 @@ __all__ = [
     "kernel_inception_distance",
     "load_classifier",
     "load_feature_extractor",
+    "sliced_wasserstein",
     "spelling_accuracy",
     "spelling_counts",
     "split_words",

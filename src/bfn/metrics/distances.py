@@ -1,8 +1,9 @@
-"""Distances between two sets of feature vectors: Frechet distance and kernel (KID) distance.
+"""Distances between two sets of vectors: Frechet distance, kernel (KID) distance and sliced Wasserstein-1.
 
-Both work on plain feature matrices of shape ``(N, F)`` and compute in float64. Which network produced the
-features decides what the number is called: on features of a classifier trained by this package on data set
-``<name>`` it is "FID-<name>" / "KID-<name>", which is *not* comparable with Inception FID / KID.
+All work on plain matrices of shape ``(N, F)`` and compute in float64. For the first two, which network produced
+the features decides what the number is called: on features of a classifier trained by this package on data set
+``<name>`` it is "FID-<name>" / "KID-<name>", which is *not* comparable with Inception FID / KID. Sliced
+Wasserstein-1 compares low-dimensional data (2-D toy sets) directly, where there is no feature space.
 """
 
 from __future__ import annotations
@@ -145,3 +146,22 @@ def kernel_inception_distance(
         rows_b = torch.randperm(b.shape[0], generator=generator)[:size]
         scores[i] = unbiased_mmd2(a[rows_a], b[rows_b], degree, coef)
     return float(scores.mean()), float(scores.std(correction=0))
+
+
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 256, seed: int = 0) -> float:
+    """Sliced Wasserstein-1 distance between point sets ``a`` ``(N, D)`` and ``b`` ``(M, D)`` (float64).
+
+    The mean over ``projections`` random unit directions (drawn from a generator seeded by ``seed``) of the 1-D
+    Wasserstein-1 distance between the two projected sets, computed from ``min(N, M)`` matched quantiles. For
+    low-dimensional (toy) data, where FID has no feature space. ``ValueError`` for empty sets or unequal ``D``.
+    """
+    a, b = a.reshape(a.shape[0], -1).double().cpu(), b.reshape(b.shape[0], -1).double().cpu()
+    if a.shape[1] != b.shape[1] or a.shape[0] < 1 or b.shape[0] < 1:
+        raise ValueError(f"point sets must be non-empty with equal dimension, got {tuple(a.shape)}, {tuple(b.shape)}")
+    generator = torch.Generator().manual_seed(seed)
+    directions = torch.randn(a.shape[1], projections, generator=generator, dtype=torch.float64)
+    directions /= directions.norm(dim=0, keepdim=True)
+    levels = (torch.arange(min(a.shape[0], b.shape[0]), dtype=torch.float64) + 0.5) / min(a.shape[0], b.shape[0])
+    qa = torch.quantile(a @ directions, levels, dim=0)
+    qb = torch.quantile(b @ directions, levels, dim=0)
+    return float((qa - qb).abs().mean())

@@ -23,6 +23,9 @@ the dtype of ``inputs``; ``t`` is cast as needed.
 from __future__ import annotations
 
 import inspect
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from torch import nn
@@ -37,11 +40,13 @@ __all__ = [
     "MLP",
     "NETS",
     "NetName",
+    "NetSpec",
     "TimeEmbedding",
     "Transformer",
     "UNet",
     "build_net",
     "check_net_options",
+    "net_spec",
     "sinusoidal_embedding",
 ]
 
@@ -83,6 +88,64 @@ def check_net_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
+@dataclass(frozen=True)
+class NetSpec:
+    """What rebuilds a reference network: its name in :data:`NETS` and its constructor options.
+
+    The options are checked (:func:`check_net_options`) when the spec is made, so a spec always builds, and kept
+    in their JSON form (tuples become lists, as after a round trip through ``config.json``). ``to_dict`` /
+    ``from_dict`` give the ``"net"`` entry of a model's ``config.json`` (``{"name": ..., "options": {...}}``).
+    """
+
+    name: NetName
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checked = check_net_options(self.name, dict(self.options))
+        json_form = {k: list(v) if isinstance(v, tuple) else v for k, v in checked.items()}
+        object.__setattr__(self, "options", json_form)
+
+    def build(self, data_shape: tuple[int, ...], in_channels: int, out_channels: int) -> nn.Module:
+        """The network for one data item's shape and the flow's channel counts (see :func:`build_net`)."""
+        net = NETS[self.name](*_check_sizes(data_shape, in_channels, out_channels), **self.options)
+        return self.record(net)
+
+    def record(self, net: nn.Module) -> nn.Module:
+        """Record this spec as the one ``net`` was built from (:func:`net_spec` reads it back); returns ``net``.
+
+        :meth:`build` records every network it builds; whoever copies a network (e.g. an EMA copy of its
+        weights) records the copy the same way.
+        """
+        _BUILT[net] = self
+        return net
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"name": ..., "options": {...}}``, JSON-able."""
+        return {"name": self.name, "options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> NetSpec:
+        """Read :meth:`to_dict` output (``options`` may be missing or ``None``: the network's defaults)."""
+        if not isinstance(values, Mapping) or "name" not in values:
+            raise ValueError(f"a network spec must be a dict with a 'name' (and 'options'), got {values!r}")
+        options = values.get("options") or {}
+        if not isinstance(options, Mapping):
+            raise ValueError(f"network options must be a dict, got {type(options).__name__}")
+        return cls(values["name"], dict(options))
+
+
+_BUILT: weakref.WeakKeyDictionary[nn.Module, NetSpec] = weakref.WeakKeyDictionary()
+"""The spec of every network :meth:`NetSpec.build` made (or :meth:`NetSpec.record` was given), while it lives."""
+
+
+def net_spec(net: Any) -> NetSpec | None:
+    """The :class:`NetSpec` ``net`` was built from by :func:`build_net` (``None`` for a network built otherwise)."""
+    try:
+        return _BUILT.get(net)
+    except TypeError:  # not weak-referenceable: never recorded
+        return None
+
+
 def build_net(
     name: NetName, data_shape: tuple[int, ...], in_channels: int, out_channels: int, **options: Any
 ) -> nn.Module:
@@ -94,8 +157,8 @@ def build_net(
         in_channels, out_channels: values per data element (see the module docstring).
         **options: keyword arguments of the network class, e.g. ``hidden=128`` for the MLP.
 
-    The returned module carries ``net_spec = {"name": ..., "options": ...}``, which
-    :meth:`bfn.BFN.save_pretrained` stores so that :meth:`bfn.BFN.from_pretrained` can rebuild the network.
+    The spec the network was built from (:class:`NetSpec`) is recorded for it: :func:`net_spec` reads it back,
+    and :meth:`bfn.BFN.save_pretrained` stores it so that :meth:`bfn.BFN.from_pretrained` can rebuild the network.
 
     Raises:
         ValueError: for an unknown name (the message lists the valid names), an unknown option (it lists the
@@ -104,11 +167,13 @@ def build_net(
     """
     if not isinstance(name, str) or name not in NETS:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(sorted(NETS))}")
-    cls = NETS[name]
-    data_shape = check_data_shape(data_shape)
-    in_channels = check_int(in_channels, "in_channels", maximum=MAX_NET_SIZE)
-    out_channels = check_int(out_channels, "out_channels", maximum=MAX_NET_SIZE)
-    options = check_net_options(name, options)
-    net = cls(data_shape, in_channels, out_channels, **options)
-    net.net_spec = {"name": name, "options": dict(options)}  # lets BFN.save_pretrained rebuild it
-    return net
+    sizes = _check_sizes(data_shape, in_channels, out_channels)  # the sizes first, then the options
+    return NetSpec(name, options).build(*sizes)
+
+
+def _check_sizes(data_shape: Any, in_channels: Any, out_channels: Any) -> tuple[tuple[int, ...], int, int]:
+    return (
+        check_data_shape(data_shape),
+        check_int(in_channels, "in_channels", maximum=MAX_NET_SIZE),
+        check_int(out_channels, "out_channels", maximum=MAX_NET_SIZE),
+    )

@@ -85,6 +85,33 @@ class SamplerSpec:
             return steps + 1
         return self.nfe_per_step * (steps - 1) + 1 if final == "drop" else self.nfe_per_step * steps + 1
 
+    def steps_for_nfe(self, nfe: int, final: FinalRule = "drop", *, exact: bool = False) -> int:
+        """The inverse of :meth:`nfe`: the most steps whose network calls do not exceed ``nfe``.
+
+        ``self.nfe(self.steps_for_nfe(n, final), final) == n`` whenever some step count makes exactly ``n`` calls
+        (e.g. 10 NFE: 9 steps of ``bfn``, 10 of ``bfn-solver++2``, 4 of ``bfn-solver++3s``); otherwise the result
+        makes fewer calls (10 NFE of ``bfn-solver++2s``: 5 steps, 9 calls). With ``exact=True`` that case is a
+        ``ValueError`` instead; so is a budget below one step's cost (``nfe(1, final)``).
+        """
+        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+            raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+        if final not in ("drop", "denoise"):
+            raise ValueError(f"final must be 'drop' or 'denoise', got {final!r}")
+        if self.nfe(1, final) > nfe:
+            raise ValueError(f"no step count fits {nfe} network calls: one step makes {self.nfe(1, final)}")
+        steps, above = 1, 2  # nfe() grows with the step count: bracket the budget, then bisect
+        while self.nfe(above, final) <= nfe:
+            steps, above = above, 2 * above
+        while above - steps > 1:
+            middle = (steps + above) // 2
+            steps, above = (middle, above) if self.nfe(middle, final) <= nfe else (steps, middle)
+        if exact and self.nfe(steps, final) != nfe:
+            raise ValueError(
+                f"no step count makes exactly {nfe} network calls: {steps} steps make {self.nfe(steps, final)}, "
+                f"{steps + 1} steps {self.nfe(steps + 1, final)}"
+            )
+        return steps
+
 
 _lambda_multistep = dict.fromkeys(CONTINUOUS_KINDS, exponential.multistep_step)
 
