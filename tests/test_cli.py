@@ -74,14 +74,14 @@ def _helps(command: str) -> dict[str, str]:
 def test_help_states_the_library_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     """The defaults in the help come from TrainConfig and the sampler registry, not from copies in the CLI."""
     from bfn.cli import parser as cli_parser
-    from bfn.sampling.registry import SOLVER_OPTIONS
+    from bfn.sampling.options import SolverOptions
 
     monkeypatch.setattr(cli_parser, "config_default", lambda name: f"<{name}>")
     monkeypatch.setitem(cli_parser.SIGMA_1, "default", 0.125)
     monkeypatch.setitem(cli_parser.BETA_1, "default", 0.375)
     monkeypatch.setitem(cli_parser.DEFAULT_NETS, "toy", ("transformer", {}))
-    monkeypatch.setitem(SOLVER_OPTIONS, "grid", "<grid>")
-    monkeypatch.setitem(SOLVER_OPTIONS, "final", "<final>")
+    solver_defaults = {**SolverOptions.defaults(), "grid": "<grid>", "final": "<final>"}
+    monkeypatch.setattr(SolverOptions, "defaults", classmethod(lambda cls: solver_defaults))
     helps = _helps("train")
     stated = ["data", "seq_len", "split_seed", "flow", "label_dropout", "steps", "batch_size", "lr", "weight_decay"]
     stated += ["betas", "warmup", "grad_clip", "ema_decay", "loss", "amp", "val_every", "val_examples", "ckpt_every"]

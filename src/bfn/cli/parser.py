@@ -3,7 +3,7 @@
 Training options default to ``None`` (an unset option keeps the stored or default value) and their help shows the
 :class:`~bfn.training.TrainConfig` defaults (:func:`~bfn.training.config_default`, the per-source tables
 :data:`~bfn.training.DEFAULT_NETS`, :data:`~bfn.training.SIGMA_1`, :data:`~bfn.training.BETA_1`); sampling options
-show the solvers' defaults (:data:`bfn.sampling.registry.SOLVER_OPTIONS`, :func:`bfn.sampling.sample`).
+show the solvers' defaults (:meth:`bfn.sampling.options.SolverOptions.defaults`, :func:`bfn.sampling.sample`).
 """
 
 from __future__ import annotations
@@ -74,9 +74,9 @@ def _nets_by_source() -> str:
 
 
 def _solver_default(option: str) -> str:
-    from bfn.sampling.registry import SOLVER_OPTIONS
+    from bfn.sampling.options import SolverOptions
 
-    return _shown(SOLVER_OPTIONS[option])
+    return _shown(SolverOptions.defaults()[option])
 
 
 def _sample_default(option: str) -> str:
