@@ -5,7 +5,10 @@ The oracles are those of docs/likelihood.md 7.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -17,6 +20,7 @@ from torch import Tensor, nn
 import bfn
 from bfn.likelihood import (
     VESDE,
+    WKB_ODE,
     EncoderOptions,
     GaussianPrior,
     ODEOptions,
@@ -32,6 +36,8 @@ from bfn.likelihood import (
     wkb_first_order,
 )
 from bfn.likelihood.model import encode
+from bfn.likelihood.pf_ode import Clock
+from bfn.nets import build_net
 from oracles import CategoricalDenoiser, ExactBinPosteriorFlow, GaussianDenoiser, JointTableDenoiser, ZeroNet
 
 F64 = torch.float64
@@ -529,3 +535,103 @@ def test_float32_network_and_auto_method():
     model = bfn.BFN(GaussianDenoiser(flow, MEAN, STD), flow, (2,), dtype=F64)
     one_probe = pf_ode_nll(model, x.double(), trace=TraceOptions("hutchinson"), generator=gen(10))
     assert torch.isnan(one_probe.stderr).all()
+
+
+# ----------------------------------------------------------------------------------------------- options objects
+BAD_OPTIONS = {
+    "ODEOptions.solver": lambda: ODEOptions(solver="euler"),
+    "ODEOptions.rtol": lambda: ODEOptions(rtol=0.0),
+    "ODEOptions.atol": lambda: ODEOptions(atol=1.0),
+    "ODEOptions.steps": lambda: ODEOptions(steps=2.0),
+    "ODEOptions.variable": lambda: ODEOptions(variable="tau"),
+    "TraceOptions.method": lambda: TraceOptions(method="trace"),
+    "TraceOptions.probes": lambda: TraceOptions(probes=True),
+    "StartOptions.eta": lambda: StartOptions(eta="0.1"),
+    "StartOptions.prior": lambda: StartOptions(prior="uniform"),
+    "EncoderOptions.samples": lambda: EncoderOptions(samples=-1),
+    "EncoderOptions.antithetic": lambda: EncoderOptions(antithetic=1),
+}
+
+
+@pytest.mark.parametrize("field", list(BAD_OPTIONS))
+def test_options_refuse_bad_fields_naming_them(field):
+    with pytest.raises(ValueError, match=re.escape(field)):
+        BAD_OPTIONS[field]()
+
+
+def test_options_are_frozen_normalised_and_rechecked_by_replace():
+    ode = ODEOptions(rtol=np.float64(1e-6), steps=np.int64(7))
+    assert type(ode.rtol) is float and type(ode.steps) is int and ode.steps == 7
+    assert type(EncoderOptions(samples=torch.tensor(3)).samples) is int
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ode.rtol = 1.0  # type: ignore[misc]
+    with pytest.raises(ValueError, match=re.escape("ODEOptions.rtol")):
+        replace(ode, rtol=-1e-3)
+    # the defaults, declared once: the PF-ODE's, the WKB sweep's (tighter) and the samplers' start
+    assert ODEOptions() == ODEOptions("rk45", 1e-5, 1e-5, 100, "auto")
+    assert ODEOptions(rtol=1e-6, atol=1e-6, steps=200) == WKB_ODE
+    assert inspect.signature(wkb_correction).parameters["ode"].default is WKB_ODE
+    assert inspect.signature(latent_wkb).parameters["ode"].default is WKB_ODE
+    assert TraceOptions() == TraceOptions("auto", 1) and EncoderOptions() == EncoderOptions(1, False)
+    assert StartOptions().t_max(bfn.DiscreteFlow(3, 1.0)) == 1 - bfn.flows.DEFAULT_ETA["discrete"]
+
+
+@pytest.mark.parametrize("kind", ["continuous", "discretised", "discrete"])
+def test_bad_options_fail_before_any_network_call(kind):
+    """Wrong option types and an eta below the flow's cut-off are refused before the encoder or decoder run."""
+    flows = {
+        "continuous": bfn.ContinuousFlow(SIGMA_1),
+        "discretised": bfn.DiscretisedFlow(5, SIGMA_1),
+        "discrete": bfn.DiscreteFlow(3, BETA_1),
+    }
+    flow = flows[kind]
+    net = build_net("mlp", (2,), flow.input_channels, flow.output_channels, hidden=8, depth=1)
+    model = bfn.BFN(net, flow, (2,))
+    x = torch.zeros(2, 2, dtype=torch.long) if flow.class_indices else torch.zeros(2, 2)
+    calls: list[int] = []
+    net.register_forward_hook(lambda *args: calls.append(1))
+    wrong = {"ode": ({"rtol": 1e-6}, "ODEOptions"), "trace": ("exact", "TraceOptions"), "encoder": (4, "Encoder")}
+    for name, (value, expected) in wrong.items():
+        with pytest.raises(ValueError, match=re.escape(f"{name} must be a bfn.likelihood.{expected}")):
+            pf_ode_nll(model, x, **{name: value})
+    with pytest.raises(ValueError, match=re.escape("start must be a bfn.likelihood.StartOptions, got float")):
+        wkb_correction(model, x[:, :1], start=0.01)
+    if flow.min_eta > 0:
+        with pytest.raises(ValueError, match=r"StartOptions\.eta must be >="):
+            pf_ode_nll(model, x, start=StartOptions(eta=flow.min_eta / 2))
+    assert not calls
+
+
+def test_auto_variable_is_lambda_for_bfn_and_results_are_unchanged():
+    """The default integration variable ``"auto"`` resolves to ``lambda`` for every BFN flow down to its smallest
+    ``eta``, so the default bound is bit-identical to the explicit ``lambda`` one; and seeded numbers recorded before
+    the options became objects are reproduced."""
+    for flow in (bfn.ContinuousFlow(SIGMA_1), bfn.DiscretisedFlow(5, SIGMA_1), bfn.DiscreteFlow(3, BETA_1)):
+        t_max = StartOptions(eta=max(flow.min_eta, 1e-6)).t_max(flow)
+        assert Clock.choose(flow.sde, 0.0, t_max, "auto").variable == "lambda"
+    flow = bfn.ContinuousFlow(SIGMA_1, clip=False)
+    model = bfn.BFN(GaussianDenoiser(flow, MEAN, STD, slope_scale=1.3), flow, (2,), dtype=F64)
+    x = torch.tensor([[0.1, -0.5], [0.7, 0.2]], dtype=F64)
+    default = pf_ode_nll(model, x, ode=ODEOptions(solver="fixed", steps=8), generator=gen(0))
+    in_lambda = pf_ode_nll(model, x, ode=ODEOptions(solver="fixed", steps=8, variable="lambda"), generator=gen(0))
+    assert torch.equal(default.nll, in_lambda.nll)
+    out = pf_ode_nll(
+        model,
+        x,
+        start=StartOptions(eta=0.02),
+        ode=ODEOptions(solver="fixed", steps=8),
+        trace=TraceOptions("hutchinson", probes=2),
+        encoder=EncoderOptions(samples=2, antithetic=True),
+        generator=gen(0),
+    )
+    # numbers of the keyword-argument version (identical to the last bit on the machine that recorded them)
+    assert out.nll.tolist() == pytest.approx([2.0226521493407286, 1.9166024601377805], rel=1e-12, abs=0)
+    assert out.stderr.tolist() == pytest.approx([0.0016155078288213607, 0.02396413807204284], rel=1e-9, abs=0)
+    assert out.nfe == 32
+    model = bfn.BFN(GaussianDenoiser(flow, MEAN, STD, slope_scale=1.3), flow, (1,), dtype=F64)
+    wkb = wkb_correction(
+        model, x[:, :1], ode=ODEOptions(solver="fixed", steps=6), encoder=EncoderOptions(samples=2), generator=gen(1)
+    )
+    assert wkb.nll0.tolist() == pytest.approx([0.9005850373004323, 1.020799365507194], rel=1e-12, abs=0)
+    assert wkb.coef.tolist() == pytest.approx([0.7294627408810451, 0.4872085807750418], rel=1e-10, abs=0)
+    assert wkb.nfe == 48
