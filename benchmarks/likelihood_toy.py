@@ -17,13 +17,13 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 import bfn
 from bfn.data.toy import toy_points
-from bfn.likelihood import pf_ode_nll, wkb_correction
+from bfn.likelihood import WKB_ODE, ODEOptions, StartOptions, TraceOptions, pf_ode_nll, wkb_correction
 from bfn.nets import MLP
 
 COMMAND = "python benchmarks/likelihood_toy.py --write BENCHMARKS_likelihood.md"
@@ -100,7 +100,7 @@ def stream(args: argparse.Namespace, offset: int) -> torch.Generator:
 def evaluate(model: bfn.BFN, args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     """The table rows and one-line observations derived from them."""
     test = toy_points(args.dataset, args.eval_points, [args.seed, 1]).double()
-    tol = {"rtol": args.tol, "atol": args.tol}
+    ode = ODEOptions(rtol=args.tol, atol=args.tol)
 
     start = time.perf_counter()
     with torch.no_grad():
@@ -111,15 +111,18 @@ def evaluate(model: bfn.BFN, args: argparse.Namespace) -> tuple[list[Row], list[
     nll0 = {}
     for eta in (args.eta, *args.eta_extra):  # the same encoder draws for every eta
         start = time.perf_counter()
-        ode = pf_ode_nll(model, test, eta=eta, method="exact", generator=stream(args, 2), **tol)
+        bound = pf_ode_nll(
+            model, test, start=StartOptions(eta=eta), ode=ode, trace=TraceOptions("exact"), generator=stream(args, 2)
+        )
         seconds = time.perf_counter() - start
-        nll0[eta] = ode.nll
-        rows.append(Row(f"NLL_0, PF-ODE bound (pf_ode_nll), eta = {eta:g}", ode.nll, f"NFE {ode.nfe}", seconds))
-        rows.append(Row(f"NLL_0 (eta = {eta:g}) minus ELBO, paired", ode.nll - elbo))
+        nll0[eta] = bound.nll
+        rows.append(Row(f"NLL_0, PF-ODE bound (pf_ode_nll), eta = {eta:g}", bound.nll, f"NFE {bound.nfe}", seconds))
+        rows.append(Row(f"NLL_0 (eta = {eta:g}) minus ELBO, paired", bound.nll - elbo))
 
     start = time.perf_counter()
-    wkb_tol = {"rtol": args.wkb_tol, "atol": args.wkb_tol}
-    wkb = wkb_correction(model, test[: args.wkb_points], eta=args.eta, generator=stream(args, 3), **wkb_tol)
+    wkb_ode = replace(WKB_ODE, rtol=args.wkb_tol, atol=args.wkb_tol)
+    points, eta_start = test[: args.wkb_points], StartOptions(eta=args.eta)
+    wkb = wkb_correction(model, points, start=eta_start, ode=wkb_ode, generator=stream(args, 3))
     seconds = time.perf_counter() - start
     share = (wkb.coef < 0).double().mean().item()
     coef_note = f"median {wkb.coef.median().item():.3f}; share c < 0: {share:.2f}"

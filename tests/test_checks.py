@@ -1,7 +1,7 @@
 """Fuzz tests of the public API's argument checks: bad values raise ``ValueError`` naming the argument, before work.
 
 Covered, by argument: ``steps`` (``loss``, ``nll``, ``sample``, ``time_grid``, ``pf_ode_nll``), ``mc_samples``,
-``samples``, ``num_samples``, ``probes``, ``encoder_samples``, ``num_classes``, ``num_bins``, ``data_shape``
+``samples``, ``num_samples``, ``probes``, ``EncoderOptions.samples``, ``num_classes``, ``num_bins``, ``data_shape``
 (``BFN``, ``bits_per_dim``), ``sigma_1``, ``beta_1``, ``eta``, ``rtol`` / ``atol``, ``clip``, ``antithetic``,
 ``x`` (``None``, lists, 0-d, complex, empty batches), ``generator``, ``dtype``, ``net``, ``init`` and ``data_var``,
 explicit ``grid`` tensors, ``flow_from_config`` and ``build_net`` keys and values, and non-finite network outputs.
@@ -24,7 +24,7 @@ from bfn._checks import MAX_NUM_SAMPLES, MAX_STEPS, NonFiniteError, check_int, c
 from bfn.flows import flow_from_config
 from bfn.flows.continuous import SIGMA_1_MIN
 from bfn.flows.discrete import BETA_1_MAX
-from bfn.likelihood import pf_ode_nll
+from bfn.likelihood import EncoderOptions, ODEOptions, StartOptions, TraceOptions, pf_ode_nll
 from bfn.nets import MAX_NET_SIZE, build_net, net_spec
 from bfn.time import time_grid
 from test_model import KINDS, make_data, make_model
@@ -194,7 +194,7 @@ def test_the_extremes_of_the_supported_schedules_compute(kind):
 def test_clip_and_antithetic_must_be_bools(value):
     _raises_naming(lambda: bfn.ContinuousFlow(0.01, clip=value), "clip")
     model = make_model("continuous")
-    _raises_naming(lambda: pf_ode_nll(model, make_data(model), antithetic=value), "antithetic")
+    _raises_naming(lambda: pf_ode_nll(model, make_data(model), encoder=EncoderOptions(antithetic=value)), "antithetic")
 
 
 @FUZZ
@@ -206,8 +206,9 @@ def test_eta_rtol_atol(value):
     calls = _calls_counted(model)
     if value is not None:
         _raises_naming(lambda: model.sample(2, sampler="bfn-solver++1", steps=3, eta=value), "eta")
-    _raises_naming(lambda: pf_ode_nll(model, x, rtol=value), "rtol")
-    _raises_naming(lambda: pf_ode_nll(model, x, atol=value), "atol")
+        _raises_naming(lambda: pf_ode_nll(model, x, start=StartOptions(eta=value)), "eta")
+    _raises_naming(lambda: pf_ode_nll(model, x, ode=ODEOptions(rtol=value)), "rtol")
+    _raises_naming(lambda: pf_ode_nll(model, x, ode=ODEOptions(atol=value)), "atol")
     assert not calls
 
 
@@ -217,8 +218,13 @@ def test_pf_ode_nll_integer_options(value):
     model = make_model("continuous")
     x = make_data(model)
     calls = _calls_counted(model)
-    for name in ("probes", "encoder_samples", "steps"):
-        _raises_naming(lambda name=name: pf_ode_nll(model, x, **{name: value}), name)
+    options = {
+        "probes": lambda: {"trace": TraceOptions(probes=value)},
+        "EncoderOptions.samples": lambda: {"encoder": EncoderOptions(samples=value)},
+        "steps": lambda: {"ode": ODEOptions(steps=value)},
+    }
+    for name, make in options.items():
+        _raises_naming(lambda make=make: pf_ode_nll(model, x, **make()), name)
     assert not calls
 
 
@@ -260,7 +266,7 @@ def test_class_ids_of_any_integer_dtype(dtype):
     got = model.nll(x.to(dtype), generator=torch.Generator().manual_seed(0))
     assert torch.equal(got, reference)
     assert torch.isfinite(model.loss(x.to(dtype), steps=3)).all()
-    assert torch.isfinite(pf_ode_nll(model, x.to(dtype), solver="fixed", steps=2).nll).all()
+    assert torch.isfinite(pf_ode_nll(model, x.to(dtype), ode=ODEOptions(solver="fixed", steps=2)).nll).all()
 
 
 @FUZZ

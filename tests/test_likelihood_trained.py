@@ -9,7 +9,7 @@ import torch
 
 import bfn
 from bfn.data.toy import toy_points
-from bfn.likelihood import pf_ode_nll, wkb_correction
+from bfn.likelihood import ODEOptions, TraceOptions, pf_ode_nll, wkb_correction
 from bfn.nets import MLP
 
 F64 = torch.float64
@@ -56,7 +56,9 @@ def test_pf_ode_bound_is_not_worse_than_elbo(trained_model):
     # the bound is also far below the likelihood of an untrained model (N(0, ~1) per coordinate: ~2.8 nats)
     assert ode.nll.mean().item() < 2.0
     # the Hutchinson estimate agrees with the exact trace within its standard error
-    hutch = pf_ode_nll(model, x[:16], method="hutchinson", probes=4, generator=torch.Generator().manual_seed(2))
+    hutch = pf_ode_nll(
+        model, x[:16], trace=TraceOptions("hutchinson", probes=4), generator=torch.Generator().manual_seed(2)
+    )
     gap = (hutch.nll - ode.nll[:16]).mean().item()
     assert abs(gap) <= 3 * hutch.stderr.square().sum().sqrt().item() / 16 + 1e-4
 
@@ -64,9 +66,9 @@ def test_pf_ode_bound_is_not_worse_than_elbo(trained_model):
 def test_wkb_correction_runs_on_a_trained_network(trained_model):
     """The WKB sweep on a real network: finite coefficients, consistent NLL_0, an accurate round trip."""
     x = toy_points("eight_gaussians", 3, [0, 2]).double()
-    loose = {"rtol": 1e-4, "atol": 1e-4}
-    out = wkb_correction(trained_model, x, generator=torch.Generator().manual_seed(3), **loose)
+    loose = ODEOptions(rtol=1e-4, atol=1e-4)
+    out = wkb_correction(trained_model, x, generator=torch.Generator().manual_seed(3), ode=loose)
     assert torch.isfinite(out.coef).all()
     assert out.roundtrip_error.max().item() < 2e-2
-    ode = pf_ode_nll(trained_model, x, generator=torch.Generator().manual_seed(3), **loose)
+    ode = pf_ode_nll(trained_model, x, generator=torch.Generator().manual_seed(3), ode=loose)
     assert torch.allclose(out.nll0, ode.nll, atol=1e-3)

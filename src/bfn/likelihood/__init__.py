@@ -17,6 +17,14 @@ moves when a little noise is added to the sampler.
 The generic building blocks work for any score of a linear SDE (:class:`VESDE`, :class:`SimpleVPSDE` or a flow's
 ``sde``): :func:`pf_ode_logp`, :func:`wkb_first_order`, :class:`GaussianPrior` and the batched integrator
 :func:`integrate`.
+
+The options are small frozen objects, checked when made and passed down unchanged (:mod:`bfn.likelihood.options`):
+:class:`ODEOptions` (solver, tolerances, steps, integration variable; :data:`WKB_ODE` is the WKB default),
+:class:`TraceOptions` (exact trace or Hutchinson probes), :class:`StartOptions` (``eta`` and the prior at
+``t_max = 1 - eta``) and :class:`EncoderOptions` (encoder draws, antithetic pairs)::
+
+    res = pf_ode_nll(model, x, start=StartOptions(eta=1e-3), ode=ODEOptions(rtol=1e-7, atol=1e-7),
+                     trace=TraceOptions("hutchinson", probes=4), encoder=EncoderOptions(samples=8), generator=g)
 """
 
 from bfn.likelihood.model import (
@@ -26,11 +34,18 @@ from bfn.likelihood.model import (
     latent_logp,
     latent_wkb,
     pf_ode_nll,
-    prior_at_t_max,
     wkb_correction,
 )
 from bfn.likelihood.ode import ODESolution, integrate
-from bfn.likelihood.pf_ode import MAX_EXACT_DIM, ODELogDensity, pf_ode_logp
+from bfn.likelihood.options import (
+    MAX_EXACT_DIM,
+    WKB_ODE,
+    EncoderOptions,
+    ODEOptions,
+    StartOptions,
+    TraceOptions,
+)
+from bfn.likelihood.pf_ode import ODELogDensity, pf_ode_logp
 from bfn.likelihood.sdes import VESDE, GaussianPrior, SimpleVPSDE
 from bfn.likelihood.wkb import MAX_WKB_DIM, WKBResult, wkb_first_order
 
@@ -39,11 +54,16 @@ __all__ = [
     "MAX_EXACT_DIM",
     "MAX_WKB_DIM",
     "VESDE",
+    "WKB_ODE",
+    "EncoderOptions",
     "GaussianPrior",
     "LikelihoodResult",
     "ODELogDensity",
+    "ODEOptions",
     "ODESolution",
     "SimpleVPSDE",
+    "StartOptions",
+    "TraceOptions",
     "WKBResult",
     "bfn_score",
     "integrate",
@@ -51,7 +71,6 @@ __all__ = [
     "latent_wkb",
     "pf_ode_logp",
     "pf_ode_nll",
-    "prior_at_t_max",
     "wkb_correction",
     "wkb_first_order",
 ]

@@ -30,38 +30,31 @@ sums are float64. Put the network in eval mode first (dropout would make the ODE
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from bfn._checks import MAX_REPEATS, MAX_STEPS, check_bool, check_generator, check_int, check_real
+from bfn._checks import check_generator
 from bfn.flows import DEFAULT_ETA as DEFAULT_ETA  # re-exported by bfn.likelihood
-from bfn.flows.base import LOG_2PI, Flow, as_f64
-from bfn.likelihood.ode import SolverName
-from bfn.likelihood.pf_ode import LogDensityFn, ODELogDensity, ScoreFn, TraceMethod, Variable, pf_ode_logp
-from bfn.likelihood.sdes import GaussianPrior
+from bfn.flows.base import LOG_2PI, LinearSDE, as_f64
+from bfn.likelihood.options import (
+    DEFAULT_ENCODER,
+    DEFAULT_ODE,
+    DEFAULT_START,
+    DEFAULT_TRACE,
+    WKB_ODE,
+    EncoderOptions,
+    LogDensityFn,
+    ODEOptions,
+    StartOptions,
+    TraceOptions,
+    check_options,
+)
+from bfn.likelihood.pf_ode import ODELogDensity, ScoreFn, pf_ode_logp
 from bfn.likelihood.wkb import WKBResult, check_wkb_dim, wkb_first_order
 from bfn.model import BFN
 from bfn.sampling.engine import Predictor, score_from_prediction
-
-Prior = Literal["gaussian"] | Callable[[Tensor], Tensor]
-"""``"gaussian"`` (``N(0, sigma_{t_max}^2 I)``) or a log-density of the state at ``t_max``: ``(B, *state) -> (B,)``."""
-
-
-def resolve_eta(flow: Flow, eta: float | None) -> float:
-    """``eta`` or the kind's default (``flow.sampling.eta``, :data:`bfn.flows.DEFAULT_ETA`), checked to lie in
-    (0, 1), at or above the flow's ``min_eta`` (the ``x_hat`` cut-off of the Gaussian kinds)."""
-    if eta is None:
-        return flow.sampling.eta
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 < eta < 1.0:
-        raise ValueError(f"eta must lie in (0, 1), got {eta!r}")
-    if eta < flow.min_eta:
-        cut = flow.min_eta
-        raise ValueError(f"eta must be >= {cut} for {flow.kind} data (the flow sets x_hat = 0 below tau = {cut})")
-    return float(eta)
 
 
 @dataclass
@@ -71,9 +64,9 @@ class LikelihoodResult:
     Attributes:
         nll: ``-E_r[l_0 + log p_dec - log r]`` in nats per example, float64 ``(B,)`` (an upper bound on
             ``-log P(x)``; continuous data: a density, so it can be negative).
-        stderr: Monte-Carlo standard error of ``nll``: over encoder samples when ``encoder_samples >= 2``, else over
-            Hutchinson probes (0 for the exact trace with one encoder sample; NaN for one probe).
-        nfe: network forward calls, each on the whole batch of ``B * encoder_samples`` rows (decoder call
+        stderr: Monte-Carlo standard error of ``nll``: over encoder draws when ``encoder.samples >= 2``, else over
+            Hutchinson probes (0 for the exact trace with one encoder draw; NaN for one probe).
+        nfe: network forward calls, each on the whole batch of ``B * encoder.samples`` rows (decoder call
             included); every ODE evaluation also backpropagates once through the network (vectorised over the
             ``D`` Jacobian rows or the probes).
         num_dims: data elements per example (for :attr:`bits_per_dim`).
@@ -112,104 +105,58 @@ def bfn_score(model: BFN) -> ScoreFn:
     return score
 
 
-def _t_max(flow: Flow, eta: float | None) -> float:
-    return 1.0 - resolve_eta(flow, eta)
-
-
-def prior_at_t_max(model: BFN, eta: float | None = None, prior: Prior = "gaussian") -> LogDensityFn:
-    """The log-density at ``t_max = 1 - eta``: ``N(0, sigma_{t_max}^2 I)`` for ``"gaussian"``, else ``prior``."""
-    t_max = _t_max(model.flow, eta)
-    if callable(prior):
-        return prior
-    if prior != "gaussian":
-        raise ValueError(f"unknown prior {prior!r}; expected 'gaussian' or a callable log-density of the state")
-    sigma = float(model.flow.sde.sigma(torch.tensor(t_max, dtype=torch.float64)))
-    return GaussianPrior(0.0, sigma**2)
+def state_ode(model: BFN, start: StartOptions) -> tuple[ScoreFn, LinearSDE, float, LogDensityFn]:
+    """The PF-ODE of a BFN's state from ``start``: the score, the SDE, ``t_max`` and the log-prior there."""
+    return bfn_score(model), model.flow.sde, start.t_max(model.flow), start.log_prior(model.flow)
 
 
 def latent_logp(
     model: BFN,
     state: Tensor,
     *,
-    eta: float | None = None,
-    prior: Prior = "gaussian",
-    method: TraceMethod = "auto",
-    probes: int = 1,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver: SolverName = "rk45",
-    steps: int = 100,
-    variable: Variable = "lambda",
+    start: StartOptions = DEFAULT_START,
+    ode: ODEOptions = DEFAULT_ODE,
+    trace: TraceOptions = DEFAULT_TRACE,
     generator: torch.Generator | None = None,
 ) -> ODELogDensity:
     """``l_0(state)``: the PF-ODE log-density of the state (input parameters) at the data end ``t = 0``.
 
     ``state`` has the flow's state shape ``(B, *S)`` (discrete: logits ``(B, *S, K)``). This is a density of the
-    state, not of the data; :func:`pf_ode_nll` turns it into a bound. Options as in
-    :func:`~bfn.likelihood.pf_ode_logp`; integration in ``lambda`` (default) is the robust choice for BFN.
+    state, not of the data; :func:`pf_ode_nll` turns it into a bound. Options as in :func:`pf_ode_nll`; the
+    integration variable ``"auto"`` is ``lambda`` here, the robust choice for BFN.
     """
-    return pf_ode_logp(
-        bfn_score(model),
-        model.flow.sde,
-        state,
-        0.0,
-        _t_max(model.flow, eta),
-        prior_at_t_max(model, eta, prior),
-        method=method,
-        probes=probes,
-        rtol=rtol,
-        atol=atol,
-        solver=solver,
-        steps=steps,
-        variable=variable,
-        generator=generator,
-    )
+    check_options(start=start)
+    score, sde, t_max, log_prior = state_ode(model, start)
+    return pf_ode_logp(score, sde, state, 0.0, t_max, log_prior, ode=ode, trace=trace, generator=generator)
 
 
 def latent_wkb(
-    model: BFN,
-    state: Tensor,
-    *,
-    eta: float | None = None,
-    prior: Prior = "gaussian",
-    rtol: float = 1e-6,
-    atol: float = 1e-6,
-    solver: SolverName = "rk45",
-    steps: int = 200,
-    variable: Variable = "lambda",
+    model: BFN, state: Tensor, *, start: StartOptions = DEFAULT_START, ode: ODEOptions = WKB_ODE
 ) -> WKBResult:
     """WKB expansion ``-log q^h_0(state) = nll0 + h coef + O(h^2)`` of the state density (state dimension <= 4)."""
-    return wkb_first_order(
-        bfn_score(model),
-        model.flow.sde,
-        state,
-        0.0,
-        _t_max(model.flow, eta),
-        prior_at_t_max(model, eta, prior),
-        rtol=rtol,
-        atol=atol,
-        solver=solver,
-        steps=steps,
-        variable=variable,
-    )
+    check_options(start=start)
+    score, sde, t_max, log_prior = state_ode(model, start)
+    return wkb_first_order(score, sde, state, 0.0, t_max, log_prior, ode=ode)
 
 
 # -------------------------------------------------------------------------------------- encoder and decoder
 def encode(
-    model: BFN, x: Tensor, samples: int, antithetic: bool, generator: torch.Generator | None
+    model: BFN, x: Tensor, encoder: EncoderOptions, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Draw ``samples`` states per example from ``r(.|x) = N(alpha_0 x0, sigma_0^2 I)`` (rows example-major).
+    """Draw ``encoder.samples`` states per example from ``r(.|x) = N(alpha_0 x0, sigma_0^2 I)`` (rows
+    example-major).
 
-    Returns the repeated data ``(B * samples, ...)``, the states and ``log r`` of each state. With ``antithetic``,
-    the noise of odd-numbered samples is the negated noise of the sample before (an unbiased variance reduction).
+    Returns the repeated data ``(B * samples, ...)``, the states and ``log r`` of each state. With
+    ``encoder.antithetic``, the noise of odd-numbered samples is the negated noise of the sample before (an unbiased
+    variance reduction).
     """
-    sde = model.flow.sde
+    samples, sde = encoder.samples, model.flow.sde
     zero = torch.zeros((), dtype=torch.float64)
     x_rep = x.repeat_interleave(samples, dim=0)
     mean = float(sde.alpha(zero)) * model.flow.data_in_state_space(x_rep)
     sigma = float(sde.sigma(zero))
     draw = {"generator": generator, "dtype": torch.float64, "device": mean.device}
-    if antithetic:
+    if encoder.antithetic:
         half = torch.randn((x.shape[0], (samples + 1) // 2, *mean.shape[1:]), **draw)
         noise = torch.stack([half, -half], dim=2).flatten(1, 2)[:, :samples].reshape(mean.shape)
     else:
@@ -234,34 +181,26 @@ def decoder_minus_encoder(model: BFN, x: Tensor, state: Tensor, log_r: Tensor) -
         return model.flow.decoder_log_ratio(x, state, log_r, net_out)
 
 
-def _check_samples(encoder_samples: int) -> None:
-    check_int(encoder_samples, "encoder_samples", 1, MAX_REPEATS)
+def encode_and_decode(
+    model: BFN, x: Tensor, encoder: EncoderOptions, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, int]:
+    """The encoder draws of the bound (:func:`encode`), their ``log p_dec - log r`` and the decoder's network calls
+    (:func:`decoder_minus_encoder`)."""
+    x_rep, state, log_r = encode(model, x, encoder, generator)
+    log_ratio, decoder_calls = decoder_minus_encoder(model, x_rep, state, log_r)
+    return state, log_ratio, decoder_calls
 
 
-def _check_arguments(
-    model: BFN,
-    x: Tensor,
-    encoder_samples: int,
-    probes: int,
-    rtol: float,
-    atol: float,
-    steps: int,
-    generator: torch.Generator | None,
-    antithetic: bool,
-) -> Tensor:
-    """Check the arguments of :func:`pf_ode_nll` / :func:`wkb_correction`; returns the checked data batch."""
+def _check_arguments(model: BFN, x: Tensor, generator: torch.Generator | None, start: StartOptions) -> Tensor:
+    """Check the arguments of :func:`pf_ode_nll` / :func:`wkb_correction` before any network call (the options
+    objects checked their own fields); returns the checked data batch."""
     if not isinstance(model, BFN):
         raise ValueError(f"model must be a bfn.BFN, got {type(model).__name__}")
     x = model._check(x)
     if x.shape[0] == 0:
         raise ValueError("x is an empty batch (shape[0] == 0)")
-    _check_samples(encoder_samples)
-    check_int(probes, "probes", 1, MAX_REPEATS)
-    check_int(steps, "steps", 1, MAX_STEPS)
-    check_real(rtol, "rtol", 0.0, 1.0, low_open=True, high_open=True)
-    check_real(atol, "atol", 0.0, 1.0, low_open=True, high_open=True)
-    check_bool(antithetic, "antithetic")
     check_generator(generator, x.device)
+    start.t_max(model.flow)  # eta against the flow's limit
     return x
 
 
@@ -278,64 +217,39 @@ def pf_ode_nll(
     model: BFN,
     x: Tensor,
     *,
-    eta: float | None = None,
-    prior: Prior = "gaussian",
-    method: TraceMethod = "auto",
-    probes: int = 1,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver: SolverName = "rk45",
-    steps: int = 100,
-    variable: Variable = "lambda",
+    start: StartOptions = DEFAULT_START,
+    ode: ODEOptions = DEFAULT_ODE,
+    trace: TraceOptions = DEFAULT_TRACE,
+    encoder: EncoderOptions = DEFAULT_ENCODER,
     generator: torch.Generator | None = None,
-    encoder_samples: int = 1,
-    antithetic: bool = False,
 ) -> LikelihoodResult:
     """Probability-flow ODE bound on ``-log P(x)`` of a BFN, in nats per example (module docstring for the bound).
 
     ``-E_{z ~ r(.|x)}[l_0(z) + log p_dec(x|z) - log r(z|x)]`` with ``l_0`` the log-density of the model's PF-ODE
-    started from ``prior`` at ``t_max = 1 - eta`` (Hirono et al., ICML 2024; docs/likelihood.md 4.2 and 6.4; the module
-    docstring). ``.bits_per_dim`` converts.
+    started from ``start.prior`` at ``t_max = 1 - eta`` (Hirono et al., ICML 2024; docs/likelihood.md 4.2 and 6.4;
+    the module docstring). ``.bits_per_dim`` converts. For example
+    ``pf_ode_nll(model, x, start=StartOptions(eta=1e-3), ode=ODEOptions(rtol=1e-7, atol=1e-7),
+    trace=TraceOptions("hutchinson", probes=4), encoder=EncoderOptions(samples=8, antithetic=True), generator=g)``.
 
     Args:
         model: the BFN (its network in eval mode).
         x: a batch of data in the flow's format (checked by the flow).
-        eta: truncation ``t_max = 1 - eta``; ``None``: the kind's :data:`bfn.time.DEFAULT_ETA` (1e-2 continuous and
-            discretised, 1e-3 discrete, as the samplers). Use the ``eta`` of the sampler you evaluate.
-        prior: ``"gaussian"`` (the samplers' ``N(0, sigma_{t_max}^2 I)``) or a log-density of the state at
-            ``t_max`` (e.g. the exact marginal, for tests).
-        method: divergence by ``"exact"`` trace (the full ``D x D`` Jacobian of the score per evaluation),
-            ``"hutchinson"`` (unbiased, one VJP per probe; for images and text) or ``"auto"`` (exact for
-            ``D <= 16``; ``D`` counts classes for discrete data).
-        probes: Hutchinson probes per example (``>= 2`` to get a probe standard error).
-        rtol, atol: adaptive solver tolerances (``1e-5`` is the usual setting; tighten for reference numbers).
-        solver: ``"rk45"`` (adaptive Dormand-Prince, per-example steps) or ``"fixed"`` (RK4, ``steps`` steps).
-        steps: steps of the fixed solver.
-        variable: integration variable, ``"lambda"`` (half log-SNR; removes the ``1/(1-t)`` stiffness near
-            ``t_max``), ``"t"`` or ``"auto"``.
+        start: ``eta`` and the prior at ``t_max`` (:class:`~bfn.likelihood.StartOptions`; default: the samplers'
+            start with the kind's default ``eta``). Use the ``eta`` of the sampler you evaluate.
+        ode: the solver (:class:`~bfn.likelihood.ODEOptions`: adaptive ``rk45`` at ``rtol = atol = 1e-5``, the
+            usual setting, in ``lambda``; tighten for reference numbers).
+        trace: the divergence (:class:`~bfn.likelihood.TraceOptions`: exact trace for ``D <= 16``, ``D`` counting
+            classes for discrete data; Hutchinson above, for images and text).
+        encoder: Monte-Carlo draws of ``z ~ r(.|x)`` per example (:class:`~bfn.likelihood.EncoderOptions`;
+            ``samples >= 2`` gives the standard error, ``antithetic`` pairs mirror-image draws).
         generator: random stream for the encoder noise and the probes.
-        encoder_samples: Monte-Carlo draws of ``z ~ r(.|x)`` per example (``>= 2`` gives the standard error).
-        antithetic: pair each encoder draw with its mirror image (lower variance for smooth ``l_0``).
     """
-    x = _check_arguments(model, x, encoder_samples, probes, rtol, atol, steps, generator, antithetic)
-    x_rep, state, log_r = encode(model, x, encoder_samples, antithetic, generator)
-    log_ratio, decoder_calls = decoder_minus_encoder(model, x_rep, state, log_r)
-    latent = latent_logp(
-        model,
-        state,
-        eta=eta,
-        prior=prior,
-        method=method,
-        probes=probes,
-        rtol=rtol,
-        atol=atol,
-        solver=solver,
-        steps=steps,
-        variable=variable,
-        generator=generator,
-    )
-    nll, stderr = _mean_and_stderr(-(latent.logp + log_ratio), encoder_samples)
-    if encoder_samples == 1:
+    check_options(start=start, ode=ode, trace=trace, encoder=encoder)
+    x = _check_arguments(model, x, generator, start)
+    state, log_ratio, decoder_calls = encode_and_decode(model, x, encoder, generator)
+    latent = latent_logp(model, state, start=start, ode=ode, trace=trace, generator=generator)
+    nll, stderr = _mean_and_stderr(-(latent.logp + log_ratio), encoder.samples)
+    if encoder.samples == 1:
         stderr = latent.stderr
     return LikelihoodResult(nll=nll, stderr=stderr, nfe=latent.nfe + decoder_calls, num_dims=model.num_dims)
 
@@ -344,16 +258,10 @@ def wkb_correction(
     model: BFN,
     x: Tensor,
     *,
-    eta: float | None = None,
-    prior: Prior = "gaussian",
-    rtol: float = 1e-6,
-    atol: float = 1e-6,
-    solver: SolverName = "rk45",
-    steps: int = 200,
-    variable: Variable = "lambda",
+    start: StartOptions = DEFAULT_START,
+    ode: ODEOptions = WKB_ODE,
+    encoder: EncoderOptions = DEFAULT_ENCODER,
     generator: torch.Generator | None = None,
-    encoder_samples: int = 1,
-    antithetic: bool = False,
 ) -> WKBResult:
     """First-order correction in ``h`` of the BFN likelihood bound: ``NLL_h(x) = nll0 + h coef + O(h^2)``.
 
@@ -367,22 +275,21 @@ def wkb_correction(
 
     The state (``D`` data elements, or ``L K`` logits for discrete data) must have dimension ``<= 4``
     (``ValueError`` above): the sweep carries the ``D x D`` Hessian of the log-density and third derivatives of
-    the network (autograd). Other arguments as in :func:`pf_ode_nll`.
+    the network (autograd). Arguments as in :func:`pf_ode_nll`; the default ``ode`` is
+    :data:`~bfn.likelihood.WKB_ODE` (``rtol = atol = 1e-6``).
     """
-    x = _check_arguments(model, x, encoder_samples, 1, rtol, atol, steps, generator, antithetic)
+    check_options(start=start, ode=ode, encoder=encoder)
+    x = _check_arguments(model, x, generator, start)
     check_wkb_dim(math.prod(model.flow.state_shape(model.data_shape)))
-    x_rep, state, log_r = encode(model, x, encoder_samples, antithetic, generator)
-    log_ratio, decoder_calls = decoder_minus_encoder(model, x_rep, state, log_r)
-    latent = latent_wkb(
-        model, state, eta=eta, prior=prior, rtol=rtol, atol=atol, solver=solver, steps=steps, variable=variable
-    )
-    nll0, stderr_nll0 = _mean_and_stderr(latent.nll0 - log_ratio, encoder_samples)
-    coef, stderr_coef = _mean_and_stderr(latent.coef, encoder_samples)
+    state, log_ratio, decoder_calls = encode_and_decode(model, x, encoder, generator)
+    latent = latent_wkb(model, state, start=start, ode=ode)
+    nll0, stderr_nll0 = _mean_and_stderr(latent.nll0 - log_ratio, encoder.samples)
+    coef, stderr_coef = _mean_and_stderr(latent.coef, encoder.samples)
     return WKBResult(
         nll0=nll0,
         coef=coef,
         nfe=latent.nfe + decoder_calls,
         stderr_nll0=stderr_nll0,
         stderr_coef=stderr_coef,
-        roundtrip_error=latent.roundtrip_error.reshape(-1, encoder_samples).amax(1),
+        roundtrip_error=latent.roundtrip_error.reshape(-1, encoder.samples).amax(1),
     )

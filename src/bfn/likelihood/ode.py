@@ -11,15 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
 
 import torch
 from torch import Tensor
 
+from bfn.likelihood.options import DEFAULT_ODE, ODEOptions, check_options
+
 RHS = Callable[[Tensor, Tensor], Tensor]
 """Right-hand side ``fn(s, y)``: times ``s`` of shape ``(B,)`` and states ``y`` of shape ``(B, n)`` -> ``(B, n)``."""
-
-SolverName = Literal["rk45", "fixed"]
 
 # Dormand & Prince (1980) RK5(4)7M tableau; the 7th stage is evaluated at the new point (first same as last).
 _C = (0, Fraction(1, 5), Fraction(3, 10), Fraction(4, 5), Fraction(8, 9), 1, 1)
@@ -65,16 +64,7 @@ class ODESolution:
 
 
 def integrate(
-    fn: RHS,
-    y0: Tensor,
-    s0: float,
-    s1: float,
-    *,
-    solver: SolverName = "rk45",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    steps: int = 100,
-    max_steps: int = 20_000,
+    fn: RHS, y0: Tensor, s0: float, s1: float, *, ode: ODEOptions = DEFAULT_ODE, max_steps: int = 20_000
 ) -> ODESolution:
     """Integrate ``dy/ds = fn(s, y)`` from ``s0`` to ``s1`` for a batch of independent rows.
 
@@ -82,24 +72,18 @@ def integrate(
         fn: the right-hand side (see :data:`RHS`); it is called with per-row times.
         y0: initial states ``(B, n)`` (the integration runs in ``y0``'s dtype; use float64).
         s0, s1: start and end of the integration variable (``s1 < s0`` integrates backwards).
-        solver: ``"rk45"``, adaptive Dormand-Prince 5(4) with the error of each row measured as the RMS over its
-            components of ``err / (atol + rtol * |y|)`` (accept when <= 1); or ``"fixed"``, classic RK4 with
-            ``steps`` equal steps (``4 * steps`` evaluations).
-        rtol, atol: tolerances of the adaptive solver.
-        steps: number of steps of the fixed-step solver.
+        ode: the solver (:class:`~bfn.likelihood.ODEOptions`; its ``variable`` is the caller's business):
+            ``"rk45"``, adaptive Dormand-Prince 5(4) with tolerances ``rtol``, ``atol``, the error of each row
+            measured as the RMS over its components of ``err / (atol + rtol * |y|)`` (accept when <= 1); or
+            ``"fixed"``, classic RK4 with ``steps`` equal steps (``4 * steps`` evaluations).
         max_steps: the adaptive solver raises ``RuntimeError`` beyond this many step attempts.
     """
+    check_options(ode=ode)
     if y0.ndim != 2:
         raise ValueError(f"y0 must have shape (batch, n), got {tuple(y0.shape)}")
-    if solver == "fixed":
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        return _rk4(fn, y0, float(s0), float(s1), steps)
-    if solver == "rk45":
-        if not (rtol > 0 and atol > 0):
-            raise ValueError(f"rtol and atol must be > 0, got {rtol!r}, {atol!r}")
-        return _dopri5(fn, y0, float(s0), float(s1), rtol, atol, max_steps)
-    raise ValueError(f"unknown solver {solver!r}; expected 'rk45' or 'fixed'")
+    if ode.solver == "fixed":
+        return _rk4(fn, y0, float(s0), float(s1), ode.steps)
+    return _dopri5(fn, y0, float(s0), float(s1), ode.rtol, ode.atol, max_steps)
 
 
 def _rk4(fn: RHS, y: Tensor, s0: float, s1: float, steps: int) -> ODESolution:

@@ -23,20 +23,20 @@ import torch
 from torch import Tensor
 
 from bfn.flows.base import LinearSDE, as_f64
-from bfn.likelihood.ode import SolverName, integrate
+from bfn.likelihood.ode import integrate
+from bfn.likelihood.options import (
+    DEFAULT_ODE,
+    DEFAULT_TRACE,
+    LogDensityFn,
+    ODEOptions,
+    TraceOptions,
+    Variable,
+    check_options,
+)
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 """A score ``s(x, t)``: states ``(B, *shape)`` and per-example times ``t`` ``(B,)`` (float64) -> ``(B, *shape)``.
 Examples must not interact (the divergence is taken by differentiating the batch sum)."""
-
-LogDensityFn = Callable[[Tensor], Tensor]
-"""A log-density ``log pi(x)``: ``(B, *shape)`` -> ``(B,)``, differentiable in ``x``."""
-
-TraceMethod = Literal["auto", "exact", "hutchinson"]
-Variable = Literal["auto", "t", "lambda"]
-
-MAX_EXACT_DIM = 16
-"""``method="auto"`` takes the exact trace (the full ``D x D`` score Jacobian) up to this state dimension."""
 
 
 @dataclass
@@ -87,9 +87,7 @@ class Clock:
         """``"auto"`` picks ``lambda`` when it is finite at both ends (e.g. not for VE at ``t0 = 0``), else ``t``."""
         if variable == "auto":
             ends = sde.lam(torch.tensor([t0, t1], dtype=torch.float64))
-            variable = "lambda" if bool(torch.isfinite(ends).all()) else "t"
-        if variable not in ("t", "lambda"):
-            raise ValueError(f"unknown variable {variable!r}; expected 'auto', 't' or 'lambda'")
+            return cls(sde, "lambda" if bool(torch.isfinite(ends).all()) else "t")
         return cls(sde, variable)
 
     def u_of_t(self, t: float) -> float:
@@ -167,15 +165,6 @@ def rademacher(shape: tuple[int, ...], generator: torch.Generator | None, device
     return (2 * bits - 1).to(torch.float64)
 
 
-def resolve_method(method: TraceMethod, dim: int) -> Literal["exact", "hutchinson"]:
-    """``"auto"`` -> exact trace for ``dim <= MAX_EXACT_DIM``, else Hutchinson."""
-    if method == "auto":
-        return "exact" if dim <= MAX_EXACT_DIM else "hutchinson"
-    if method not in ("exact", "hutchinson"):
-        raise ValueError(f"unknown method {method!r}; expected 'auto', 'exact' or 'hutchinson'")
-    return method
-
-
 def check_interval(t0: float, t1: float) -> None:
     if not (math.isfinite(t0) and math.isfinite(t1) and t0 < t1):
         raise ValueError(f"need finite times t0 < T, got t0={t0!r}, T={t1!r}")
@@ -189,13 +178,8 @@ def pf_ode_logp(
     T: float,
     prior_logp: LogDensityFn,
     *,
-    method: TraceMethod = "auto",
-    probes: int = 1,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver: SolverName = "rk45",
-    steps: int = 100,
-    variable: Variable = "auto",
+    ode: ODEOptions = DEFAULT_ODE,
+    trace: TraceOptions = DEFAULT_TRACE,
     generator: torch.Generator | None = None,
 ) -> ODELogDensity:
     """``log q_t0(x)`` of the model's probability-flow ODE started from ``prior_logp`` at ``T`` (zeroth WKB order).
@@ -209,30 +193,21 @@ def pf_ode_logp(
         x: points ``(B, *shape)`` at time ``t0``.
         t0, T: data-end and noise-end times, ``t0 < T``.
         prior_logp: log-density at ``T`` (:class:`~bfn.likelihood.GaussianPrior` or any callable).
-        method: ``"exact"`` trace (the ``D x D`` Jacobian per evaluation; small ``D``), ``"hutchinson"``
-            (``probes`` Rademacher vectors, fixed along each trajectory, one VJP each: unbiased, for large ``D``) or
-            ``"auto"`` (exact up to ``D = 16``).
-        probes: Hutchinson probes per example; with ``probes >= 2`` the spread gives ``stderr``.
-        rtol, atol: tolerances of the adaptive solver (``1e-5`` as in Hirono et al.'s code; ``1e-7`` or below for
-            reference values). ``atol`` applies to the state in units of ``kappa_t`` (see :class:`Clock`) and to the
-            accumulated log-density in nats.
-        solver: ``"rk45"`` (adaptive Dormand-Prince) or ``"fixed"`` (RK4 with ``steps`` steps).
-        steps: steps of the fixed solver.
-        variable: integrate in ``t``, in ``lambda`` (log-SNR/2; removes the stiffness of the BFN schedules at the
-            noise end), or ``"auto"`` (``lambda`` when finite at both ends).
+        ode: solver, tolerances and integration variable (:class:`~bfn.likelihood.ODEOptions`).
+        trace: exact trace or Hutchinson probes (:class:`~bfn.likelihood.TraceOptions`); Hutchinson's probes are
+            fixed along each trajectory, and with ``probes >= 2`` their spread gives ``stderr``.
         generator: random stream for the probes.
     """
     check_interval(float(t0), float(T))
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be an integer >= 1, got {probes!r}")
+    check_options(ode=ode, trace=trace)
     x = as_f64(x).detach()
     batch, shape = x.shape[0], tuple(x.shape[1:])
     dim = math.prod(shape)
-    trace = resolve_method(method, dim)
+    method = trace.resolve(dim)
     score = CountedScore(score_fn)
-    clock = Clock.choose(sde, float(t0), float(T), variable)
-    num = 1 if trace == "exact" else probes
-    eps = rademacher((probes, batch, dim), generator, x.device) if trace == "hutchinson" else None
+    clock = Clock.choose(sde, float(t0), float(T), ode.variable)
+    num = 1 if method == "exact" else trace.probes
+    eps = rademacher((trace.probes, batch, dim), generator, x.device) if method == "hutchinson" else None
 
     def rhs(u: Tensor, y: Tensor) -> Tensor:
         # state [x / kappa_t, A] with A' = -g^2/2 (div s + D / kappa^2): div v minus the exact rescaling term
@@ -253,12 +228,12 @@ def pf_ode_logp(
     zeros = torch.zeros(batch, num, dtype=torch.float64, device=x.device)
     y0 = torch.cat([x.reshape(batch, dim) / kappa0, zeros], dim=1)
     u0, u1 = clock.span(float(t0), float(T))
-    sol = integrate(rhs, y0, u0, u1, solver=solver, rtol=rtol, atol=atol, steps=steps)
+    sol = integrate(rhs, y0, u0, u1, ode=ode)
     x_end = kappa1 * sol.y[:, :dim].reshape(batch, *shape)
     with torch.no_grad():
         log_prior = as_f64(prior_logp(x_end))
     estimates = log_prior[:, None] + dim * math.log(kappa1 / kappa0) + sol.y[:, dim:]
-    if trace == "exact":
+    if method == "exact":
         stderr = torch.zeros(batch, dtype=torch.float64, device=x.device)
     elif num == 1:
         stderr = torch.full((batch,), math.nan, dtype=torch.float64, device=x.device)

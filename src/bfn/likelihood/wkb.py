@@ -26,13 +26,12 @@ import torch
 from torch import Tensor
 
 from bfn.flows.base import LinearSDE, as_f64
-from bfn.likelihood.ode import SolverName, integrate
+from bfn.likelihood.ode import integrate
+from bfn.likelihood.options import WKB_ODE, LogDensityFn, ODEOptions, TraceOptions, check_options
 from bfn.likelihood.pf_ode import (
     Clock,
     CountedScore,
-    LogDensityFn,
     ScoreFn,
-    Variable,
     batch_jacobian,
     check_interval,
     grad_or_zeros,
@@ -161,37 +160,34 @@ def wkb_first_order(
     T: float,
     prior_logp: LogDensityFn,
     *,
-    rtol: float = 1e-6,
-    atol: float = 1e-6,
-    solver: SolverName = "rk45",
-    steps: int = 200,
-    variable: Variable = "auto",
+    ode: ODEOptions = WKB_ODE,
 ) -> WKBResult:
     """``NLL_0(x) = -l_t0(x)`` and the first-order coefficient ``c(x) = -l1_t0(x)`` in ``h`` (module docstring).
 
     For the backward ``h``-family of the model score ``score_fn`` on the linear SDE ``sde`` started from
     ``prior_logp`` at ``T``: ``-log q^h_t0(x) = nll0 + h coef + O(h^2)``. A forward PF-ODE solve (exact trace)
-    gives ``x_T`` and ``nll0``; one backward sweep of ``(x, l, grad l, hess l, phi)`` gives ``coef``. The sign of
-    ``coef`` depends on the model (negative: a little noise raises the likelihood). Only for states of dimension
-    ``D <= 4`` (``ValueError`` above). Arguments as in :func:`~bfn.likelihood.pf_ode_logp`; the default tolerance
-    is tighter because the sweep differentiates the density twice.
+    gives ``x_T`` and ``nll0``; one backward sweep of ``(x, l, grad l, hess l, phi)`` gives ``coef``, both with the
+    solver ``ode``. The sign of ``coef`` depends on the model (negative: a little noise raises the likelihood). Only
+    for states of dimension ``D <= 4`` (``ValueError`` above). Arguments as in :func:`~bfn.likelihood.pf_ode_logp`;
+    the default tolerance (:data:`~bfn.likelihood.WKB_ODE`) is tighter because the sweep differentiates the density
+    twice.
     """
     check_interval(float(t0), float(T))
+    check_options(ode=ode)
     x = as_f64(x).detach()
     batch, shape = x.shape[0], tuple(x.shape[1:])
     dim = math.prod(shape)
     check_wkb_dim(dim)
-    options = {"rtol": rtol, "atol": atol, "solver": solver, "steps": steps}
-    forward = pf_ode_logp(score_fn, sde, x, t0, T, prior_logp, method="exact", variable=variable, **options)
+    forward = pf_ode_logp(score_fn, sde, x, t0, T, prior_logp, ode=ode, trace=TraceOptions(method="exact"))
     score = CountedScore(score_fn)
-    clock = Clock.choose(sde, float(t0), float(T), variable)
+    clock = Clock.choose(sde, float(t0), float(T), ode.variable)
     log_prior, grad_prior, hess_prior = log_density_derivatives(prior_logp, forward.x_end)
     zeros = torch.zeros(batch, 1, dtype=torch.float64, device=x.device)
     kappa0, kappa1 = float(clock.kappa(float(t0))), float(clock.kappa(float(T)))
     packed = [forward.x_end.reshape(batch, dim) / kappa1, log_prior[:, None], kappa1 * grad_prior]
     y_end = torch.cat([*packed, kappa1**2 * hess_prior.reshape(batch, -1), zeros], dim=1)
     u0, u1 = clock.span(float(t0), float(T))
-    sol = integrate(_sweep_rhs(score, sde, clock, shape), y_end, u1, u0, **options)
+    sol = integrate(_sweep_rhs(score, sde, clock, shape), y_end, u1, u0, ode=ode)
     l1 = sol.y[:, -1]
     roundtrip = (kappa0 * sol.y[:, :dim] - x.reshape(batch, dim)).abs().amax(1)
     zero = torch.zeros(batch, dtype=torch.float64, device=x.device)
