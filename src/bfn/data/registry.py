@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bfn.data import images, text, toy
-from bfn.data.core import KINDS, DataBundle, Kind
-from bfn.flows import flow_type
+from bfn.data.core import DataBundle
+from bfn.flows import KINDS, FlowKind, flow_type
 
 __all__ = ["SOURCES", "Request", "Source", "dataset_names", "load_dataset"]
 
@@ -21,7 +21,7 @@ class Request:
     """
 
     name: str
-    kind: Kind
+    kind: FlowKind
     location: str | None
     num_bins: int | None
     split_seed: int
@@ -38,7 +38,7 @@ class Source:
     ``location`` says whether the source takes a path (``"path"``), a name (``"name"``) or nothing (``None``).
     """
 
-    kinds: tuple[Kind, ...]
+    kinds: tuple[FlowKind, ...]
     load: Callable[[Request], DataBundle]
     usage: str
     location: str | None = None
@@ -134,7 +134,7 @@ def dataset_names() -> str:
 
 def load_dataset(
     name: str,
-    kind: Kind,
+    kind: FlowKind,
     *,
     num_bins: int | None = None,
     split_seed: int = 0,
@@ -174,14 +174,14 @@ def load_dataset(
     return source.load(request)
 
 
-def check_dataset(name: str, kind: Kind, **kw: Any) -> None:
+def check_dataset(name: str, kind: FlowKind, **kw: Any) -> None:
     """Check the arguments of :func:`load_dataset` without loading anything (``ValueError`` as it would raise)."""
     _request(name, kind, **kw)
 
 
 def _request(
     name: str,
-    kind: Kind,
+    kind: FlowKind,
     *,
     num_bins: int | None = None,
     split_seed: int = 0,
