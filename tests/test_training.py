@@ -21,7 +21,7 @@ from bfn import BFN
 from bfn.checkpoint import build_model, find_checkpoint, load_checkpoint
 from bfn.cli import main
 from bfn.data import DataBundle
-from bfn.flows import ContinuousFlow
+from bfn.flows import ContinuousFlow, DiscreteFlow
 from bfn.nets import build_net, net_spec
 from bfn.sampling import SAMPLERS, get_sampler
 from bfn.training import (
@@ -334,15 +334,15 @@ def test_the_ema_copy_rebuilds_like_its_network(tmp_path: Path) -> None:
 
 def test_write_samples_formats(tmp_path: Path) -> None:
     images = torch.rand(5, 1, 8, 8) * 2 - 1
-    assert write_samples(images, tmp_path / "g", kind="continuous", data_shape=(1, 8, 8)).suffix == ".png"
+    assert write_samples(images, tmp_path / "g", flow=ContinuousFlow(), data_shape=(1, 8, 8)).suffix == ".png"
     binary = torch.randint(0, 2, (4, 1, 8, 8))
-    assert write_samples(binary, tmp_path / "b.png", kind="discrete", data_shape=(1, 8, 8)).is_file()
+    assert write_samples(binary, tmp_path / "b.png", flow=DiscreteFlow(2), data_shape=(1, 8, 8)).is_file()
     text = torch.randint(0, 27, (3, 12))
-    path = write_samples(text, tmp_path / "t", kind="discrete", data_shape=(12,), text=True)
+    path = write_samples(text, tmp_path / "t", flow=DiscreteFlow(27), data_shape=(12,), text=True)
     assert path.suffix == ".txt" and len(path.read_text().splitlines()) == 3
     points = torch.rand(50, 2)
-    assert write_samples(points, tmp_path / "p.png", kind="continuous", data_shape=(2,)).stat().st_size > 0
-    tensor = write_samples(points, tmp_path / "p.pt", kind="continuous", data_shape=(2,))
+    assert write_samples(points, tmp_path / "p.png", flow=ContinuousFlow(), data_shape=(2,)).stat().st_size > 0
+    tensor = write_samples(points, tmp_path / "p.pt", flow=ContinuousFlow(), data_shape=(2,))
     assert torch.equal(torch.load(tensor, weights_only=True), points)
     assert tuple(image_grid(images, columns=5).shape) == (10, 46, 1)
 
@@ -414,3 +414,22 @@ def test_sigint_writes_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
     assert saved >= 15 and int(read_log(run / "log.csv")[-1]["step"]) == saved
     resumed, straight = _losses_after_resume(run, tmp_path / "reference", saved)
     assert resumed == straight
+
+
+# ----------------------------------------------------------------------------------------------- the flow decides
+def test_images_and_file_formats_follow_the_flow() -> None:
+    """Sample writing asks the flow (to_unit, class_indices), not the kind's name."""
+    from bfn.flows import DiscretisedFlow
+    from bfn.training import natural_suffix, to_images
+
+    binary = torch.tensor([[0, 1], [1, 0]])
+    assert torch.equal(to_images(binary, DiscreteFlow(2)), torch.tensor([[-1.0, 1.0], [1.0, -1.0]]))
+    assert torch.equal(to_images(torch.tensor([0, 13, 26]), DiscreteFlow(27)), torch.tensor([-1.0, 0.0, 1.0]))
+    real = torch.tensor([-3.0, -0.5, 0.25, 2.0], dtype=torch.float64)
+    assert torch.equal(to_images(real, ContinuousFlow()), torch.tensor([-1.0, -0.5, 0.25, 1.0]))
+    centres = DiscretisedFlow(4).bin_centres(torch.float32)
+    assert torch.equal(to_images(centres, DiscretisedFlow(4)), centres)
+    assert natural_suffix(ContinuousFlow(), (2,)) == natural_suffix(DiscretisedFlow, (2,)) == ".png"
+    assert natural_suffix(DiscreteFlow(27), (2,)) == ".pt" and natural_suffix(DiscreteFlow, (2,), text=True) == ".txt"
+    assert natural_suffix(DiscreteFlow(2), (1, 8, 8)) == ".png"
+
