@@ -51,6 +51,8 @@ def tiny(out: Path, **changes) -> TrainConfig:
         net_options={"hidden": 32, "depth": 2},
         steps=20,
         batch_size=16,
+        lr=1e-3,
+        ema_decay=0.999,
         warmup=5,
         val_every=10,
         val_examples=32,
@@ -433,3 +435,56 @@ def test_images_and_file_formats_follow_the_flow() -> None:
     assert natural_suffix(DiscreteFlow(27), (2,)) == ".pt" and natural_suffix(DiscreteFlow, (2,), text=True) == ".txt"
     assert natural_suffix(DiscreteFlow(2), (1, 8, 8)) == ".png"
 
+
+def test_flow_fields_come_from_the_flow_types() -> None:
+    """Which flow options apply where follows each flow's constructor arguments and whether its data are classes."""
+    from bfn.cli.train import FLOW_FLAGS
+    from bfn.training import FLOW_FIELDS, flow_fields, flows_taking
+
+    assert flow_fields("continuous") == ("sigma_1",)
+    assert flow_fields("discretised") == ("sigma_1", "num_bins")
+    assert flow_fields("discrete") == ("beta_1", "binarize")
+    assert flows_taking("sigma_1") == ("continuous", "discretised") and flows_taking("binarize") == ("discrete",)
+    assert {name: (f"--{name.replace('_', '-')}", flows_taking(name)) for name in FLOW_FIELDS} == FLOW_FLAGS
+    with pytest.raises(ValueError, match="binarize applies to the discrete flow only"):
+        TrainConfig(data="digits", binarize=True).resolved()
+    with pytest.raises(ValueError, match="num_bins"):
+        TrainConfig(data="digits", num_bins=1).resolved()
+    with pytest.raises(ValueError, match="beta_1"):
+        TrainConfig(data="kjv", beta_1=-1.0).resolved()
+    ignored = TrainConfig(data="kjv", sigma_1=0.5, num_bins=1).resolved()  # options of other flows are not used
+    assert ignored.flow == "discrete" and ignored.beta_1 == 0.75
+
+
+@pytest.mark.parametrize(
+    ("data", "flow", "lr", "ema_decay", "extra"),
+    [
+        ("toy:two_moons", "continuous", 3e-3, 0.99, {"sigma_1": 0.02, "beta_1": None}),
+        ("toy:checkerboard", "continuous", 3e-3, 0.99, {"sigma_1": 0.02}),
+        ("kjv", "discrete", 1e-3, 0.999, {"beta_1": 0.75, "sigma_1": None}),
+        ("text8:/x", "discrete", 1e-3, 0.999, {"beta_1": 0.75}),
+        ("text:/some/file.txt", "discrete", 1e-3, 0.999, {"beta_1": 0.75}),
+        ("digits", "discretised", 1e-3, 0.999, {"sigma_1": 1e-3, "beta_1": None}),
+        ("mnist", "discretised", 1e-3, 0.999, {"sigma_1": 1e-3}),
+        ("fashion-mnist", "discretised", 1e-3, 0.999, {}),
+        ("cifar10:/x", "discretised", 1e-3, 0.999, {}),
+    ],
+)
+def test_defaults_follow_the_data(data: str, flow: str, lr: float, ema_decay: float, extra: dict) -> None:
+    """No flag needed: the flow, lr and EMA decay default per data source (toy: the measured toy recipe)."""
+    config = TrainConfig(data=data).resolved()
+    assert (config.flow, config.lr, config.ema_decay) == (flow, lr, ema_decay)
+    for key, value in extra.items():
+        assert getattr(config, key) == value
+    assert TrainConfig(data=data).flow_kind == flow
+    given = TrainConfig(data=data, flow="continuous", lr=5e-4, ema_decay=0.9).resolved()
+    assert (given.flow, given.lr, given.ema_decay) == ("continuous", 5e-4, 0.9)
+
+
+def test_every_data_source_defaults_to_a_flow_it_supports() -> None:
+    from bfn.data import SOURCES
+    from bfn.training import DEFAULT_FLOWS, SOURCE_DEFAULTS, source_default
+
+    assert SOURCE_DEFAULTS["flow"] is DEFAULT_FLOWS
+    for name, source in SOURCES.items():
+        assert source_default(DEFAULT_FLOWS, name) in source.kinds, name
