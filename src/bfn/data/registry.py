@@ -82,26 +82,23 @@ def _toy(request: Request) -> DataBundle:
     return toy.toy_bundle(request.location.replace("-", "_"), split_seed=request.split_seed, **request.options)
 
 
+def _grey_28x28(loader: Callable[..., images.RawImages], name: str) -> Source:
+    """An 8-bit grey image source found installed or at ``NAME:DIR`` (MNIST, Fashion-MNIST), for every kind."""
+    return Source(
+        KINDS,
+        _images(loader, name),
+        f"{name} or {name}:DIR",
+        location="path",
+        options=("val_size",),
+        num_levels=256,
+        num_classes=2,
+    )
+
+
 SOURCES: dict[str, Source] = {
     "digits": Source(KINDS, _digits, "digits", num_levels=17, num_classes=2),
-    "mnist": Source(
-        KINDS,
-        _images(images.load_mnist, "mnist"),
-        "mnist or mnist:DIR",
-        location="path",
-        options=("val_size",),
-        num_levels=256,
-        num_classes=2,
-    ),
-    "fashion-mnist": Source(
-        KINDS,
-        _images(images.load_fashion_mnist, "fashion-mnist"),
-        "fashion-mnist or fashion-mnist:DIR",
-        location="path",
-        options=("val_size",),
-        num_levels=256,
-        num_classes=2,
-    ),
+    "mnist": _grey_28x28(images.load_mnist, "mnist"),
+    "fashion-mnist": _grey_28x28(images.load_fashion_mnist, "fashion-mnist"),
     "cifar10": Source(
         ("continuous", "discretised"),
         _images(images.load_cifar10, "cifar10"),
