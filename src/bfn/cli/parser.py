@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bfn._checks import check_int
 from bfn.flows import KINDS
 from bfn.training.config import BETA_1, DEFAULT_NETS, SIGMA_1, SOURCE_DEFAULTS, config_default, flows_taking
 from bfn.training.demo import DEMO_STEPS
@@ -106,9 +107,10 @@ def _loss(text: str) -> str | int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'continuous' or an integer n >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"the n-step loss needs n >= 1, got {value}")
-    return value
+    try:
+        return check_int(value, "the n-step loss's n")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _int_list(text: str) -> list[int]:

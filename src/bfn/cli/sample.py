@@ -96,7 +96,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return 0
     model = BFN.from_pretrained(args.run, map_location=device, ema=not args.raw)
     generator = torch.Generator(device=model.device).manual_seed(derive_seed(args.seed, "cli-sample"))
-    num, cond, columns = conditioning(args, model, config)
+    num, cond, columns = conditioning(args, model)
     from tqdm import tqdm
 
     with tqdm(total=steps, unit="step", desc=args.sampler, leave=False, disable=not sys.stderr.isatty()) as bar:
@@ -127,7 +127,7 @@ CONDITIONING_ARGS = ("label", "guidance", "inpaint", "mask_rect", "mask", "promp
 """The conditioning arguments of ``bfn sample`` (printed with the resolved settings when given)."""
 
 
-def conditioning(args: argparse.Namespace, model: Any, config: ModelConfig) -> tuple[int, dict[str, Any], Any]:
+def conditioning(args: argparse.Namespace, model: Any) -> tuple[int, dict[str, Any], Any]:
     """Sample count, the conditioning keywords of ``model.sample`` and the grid's columns (one row per label)."""
     import torch
 
