@@ -61,8 +61,7 @@ def evaluate(model: bfn.BFN, kind: str, per_class: int, seed: int, suffix: str =
     bundle = load_dataset("digits", kind, binarize=kind == "discrete")
     train_x = torch.stack([bundle.train[i] for i in range(len(bundle.train))])
     train_y = bundle.labels["train"]
-    num_classes = bundle.num_classes
-    reference = to_images(train_x, kind, num_classes)
+    reference = to_images(train_x, model.flow)
     classifier = load_classifier("digits").eval()
     extractor = load_feature_extractor("digits")
     labels = torch.arange(10).repeat_interleave(per_class)
@@ -74,7 +73,7 @@ def evaluate(model: bfn.BFN, kind: str, per_class: int, seed: int, suffix: str =
             out = model.sample(
                 len(labels), SAMPLER[kind], steps=nfe // calls, generator=gen, labels=labels, guidance=scale
             )
-            images = to_images(out.samples, kind, num_classes)
+            images = to_images(out.samples, model.flow)
             with torch.no_grad():
                 accuracy = (classifier(images).argmax(-1) == labels).double().mean().item()
             per_class_fid = [image_fid(images[labels == c], reference[train_y == c], extractor) for c in range(10)]

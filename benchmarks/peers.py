@@ -396,7 +396,7 @@ def case_scorer(case: Case, bundle: Any) -> Callable[[Tensor], dict[str, float]]
         train_pts, test = _stack(bundle.train).double(), _stack(bundle.test).double()
         centres = region_centres(train_pts)
         return lambda s: toy_scores(s, train_pts, test, centres)
-    metric = quality_metric(case.data, bundle, case.flow, bundle.num_classes, seed=SEED)
+    metric = quality_metric(case.data, bundle, case.config(1).flow_for(bundle), seed=SEED)
     assert metric is not None
     return lambda s: {"fid": metric.score(s)}
 

@@ -20,12 +20,14 @@ from hypothesis import strategies as st
 from torch import nn
 
 import bfn
-from bfn._checks import MAX_NUM_SAMPLES, MAX_STEPS, NonFiniteError, check_int, check_real
+from bfn._checks import MAX_NUM_SAMPLES, MAX_STEPS, NonFiniteError, check_eta, check_int, check_real
 from bfn.flows import flow_from_config
 from bfn.flows.continuous import SIGMA_1_MIN
 from bfn.flows.discrete import BETA_1_MAX
 from bfn.likelihood import EncoderOptions, ODEOptions, StartOptions, TraceOptions, pf_ode_nll
 from bfn.nets import MAX_NET_SIZE, build_net, net_spec
+from bfn.nets.mlp import MLP
+from bfn.nets.unet import UNet
 from bfn.time import time_grid
 from test_model import KINDS, make_data, make_model
 
@@ -371,3 +373,61 @@ def test_bits_per_dim_of_numbers_arrays_and_tensors():
     assert torch.allclose(bfn.bits_per_dim(torch.tensor([3 * math.log(2.0)]), (3,)), torch.tensor([1.0]))
     for bad in (None, "1.0", True):
         _raises_naming(lambda bad=bad: bfn.bits_per_dim(bad, 3), "nll")
+
+
+# ------------------------------------------------------------------------------------------------- one helper each
+@FUZZ
+@given(value=st.one_of(NOT_REALS, st.floats(max_value=0.0), st.floats(min_value=1.0)))
+def test_every_eta_is_checked_by_one_helper(value):
+    """check_eta refuses what time_grid, the solvers' options and the tuned grids refuse, with one message."""
+    from bfn.sampling.auto import time_power_grid
+    from bfn.sampling.options import SolverOptions
+
+    with pytest.raises(ValueError) as helper:
+        check_eta(value)
+    runs = [lambda: time_grid(4, value), lambda: time_power_grid(4, value, 1.0)]
+    if value is not None:  # None: the flow's default
+        runs.append(lambda: SolverOptions.parse("bfn-solver++1", {"eta": value}))
+    for run in runs:
+        with pytest.raises(ValueError) as caught:
+            run()
+        assert str(caught.value) == str(helper.value)
+
+
+def test_check_eta_accepts_the_open_unit_interval():
+    assert check_eta(0.5) == 0.5 and type(check_eta(np.float32(0.25))) is float
+    assert check_eta(torch.tensor(1e-4, dtype=torch.float64)) == pytest.approx(1e-4)
+
+
+def test_check_int_states_the_lower_bound_for_non_integers():
+    for value in (2.0, True, "3", None):
+        _raises_naming(lambda value=value: check_int(value, "widgets", minimum=2), "widgets must be an integer >= 2")
+    _raises_naming(lambda: check_int(2.5, "widgets", minimum=None), "widgets must be an integer, got")
+
+
+def test_bits_per_dim_is_one_function():
+    """bfn.bits_per_dim and bfn.metrics.bits_per_dim are the same conversion (a shape or an element count)."""
+    import bfn.metrics
+
+    assert bfn.metrics.bits_per_dim is bfn.bits_per_dim
+    nll = torch.tensor([math.log(2.0) * 192], dtype=torch.float64)
+    assert torch.equal(bfn.bits_per_dim(nll, (3, 8, 8)), bfn.bits_per_dim(nll, 192))
+    assert bfn.bits_per_dim(nll, 192).item() == pytest.approx(1.0, rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda v: MLP((4,), 1, 1, depth=v),
+        lambda v: MLP((4,), 1, 1, hidden=v),
+        lambda v: MLP((4,), 1, 1, time_dim=v),
+        lambda v: MLP((4,), v, 1),
+        lambda v: UNet((1, 8, 8), 1, 1, base=v),
+        lambda v: UNet((1, 8, 8), 1, 1, num_res_blocks=v),
+        lambda v: bfn.BFN(nn.Identity(), bfn.ContinuousFlow(), (2,), num_classes=v),
+    ],
+)
+def test_sizes_of_networks_and_models_are_checked_integers(build):
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="must be an integer >= 1"):
+            build(bad)

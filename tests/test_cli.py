@@ -277,3 +277,16 @@ def test_demo_quick_runs_the_demo_code_path(tmp_path: Path, capsys) -> None:
 def test_demo_dry_run(capsys) -> None:
     config = _dry_run(["demo", "--out", "somewhere"], capsys)
     assert config["data"] == "digits" and config["flow"] == "discretised" and config["out"] == "somewhere"
+
+
+def test_train_needs_no_flow_flag(capsys, tmp_path: Path) -> None:
+    """The flow and the recipe follow the data: toy data train continuous with the toy lr and EMA decay."""
+    toy = _dry_run(["train", "--data", "toy:two_moons", "--out", str(tmp_path)], capsys)
+    assert (toy["flow"], toy["sigma_1"], toy["lr"], toy["ema_decay"]) == ("continuous", 0.02, 3e-3, 0.99)
+    text = _dry_run(["train", "--data", "kjv", "--out", str(tmp_path)], capsys)
+    assert (text["flow"], text["beta_1"], text["sigma_1"], text["lr"]) == ("discrete", 0.75, None, 1e-3)
+    named = _dry_run(["train", "--data", "toy:swiss_roll"], capsys)
+    assert named["out"] == str(Path("runs") / "toy-swiss_roll-continuous")
+    helps = _helps("train")
+    assert "(default by data: discretised; continuous for toy; discrete for text8, kjv, text)" in helps["flow"]
+    assert "(default 0.001; 0.003 for toy)" in helps["lr"] and "(default 0.999; 0.99 for toy)" in helps["ema_decay"]

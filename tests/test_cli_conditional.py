@@ -13,6 +13,7 @@ import torch
 
 import bfn
 from bfn.cli import main
+from bfn.flows import ContinuousFlow, DiscreteFlow
 from bfn.prompts import image_known, parse_labels, parse_rect, prompt_known
 
 matplotlib.use("Agg")
@@ -140,9 +141,9 @@ def test_parsers() -> None:
 
 def test_image_known_needs_one_mask(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="exactly one"):
-        image_known(tmp_path / "x.png", (1, 8, 8), "continuous")
+        image_known(tmp_path / "x.png", (1, 8, 8), ContinuousFlow())
     with pytest.raises(ValueError, match="image model"):
-        image_known(tmp_path / "x.png", (16,), "discrete", rect=(0, 0, 1, 1))
+        image_known(tmp_path / "x.png", (16,), DiscreteFlow(2), rect=(0, 0, 1, 1))
 
 
 def test_eval_reports_class_accuracy_against_guidance(conditional_run: Path, tmp_path: Path, capsys) -> None:
@@ -160,3 +161,19 @@ def test_nfe_budget_counts_guided_calls_twice(conditional_run: Path, tmp_path: P
     args = ["sample", str(conditional_run), "--label", "2", "--guidance", "3", "--nfe", "10", "--num", "2"]
     assert main([*args, "--out", str(tmp_path / "s.pt")]) == 0
     assert "NFE 10" in capsys.readouterr().out
+
+
+def test_known_display_fills_with_the_flows_middle_intensity() -> None:
+    """The region to fill shows the flow's data of intensity 1/2 (from_unit), whatever the kind."""
+    from bfn.cli.sample import known_display
+
+    mask = torch.tensor([[[True, False]]])
+    for flow, known, fill in [
+        (bfn.ContinuousFlow(), torch.tensor([[[0.5, 0.5]]]), 0.0),
+        (bfn.DiscretisedFlow(4), torch.tensor([[[0.75, 0.75]]]), 0.25),
+        (bfn.DiscreteFlow(2), torch.tensor([[[0, 0]]]), 1),
+    ]:
+        model = bfn.BFN(torch.nn.Identity(), flow, (1, 1, 2))
+        shown = known_display(model, known, mask)
+        assert shown.shape == (1, 1, 1, 2) and shown.dtype == known.dtype
+        assert shown[0, 0, 0, 0] == known[0, 0, 0] and shown[0, 0, 0, 1] == fill

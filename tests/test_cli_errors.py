@@ -152,11 +152,12 @@ def test_out_that_is_a_file_or_a_bad_suffix(run: Path, capsys, tmp_path: Path) -
 
 
 def test_text_samples_are_never_written_into_a_png(tmp_path: Path) -> None:
+    from bfn.flows import DiscreteFlow
     from bfn.training import write_samples
 
     text = torch.randint(0, 27, (3, 12))
     with pytest.raises(ValueError, match=r"\.txt or \.pt"):
-        write_samples(text, tmp_path / "t.png", kind="discrete", data_shape=(12,), text=True)
+        write_samples(text, tmp_path / "t.png", flow=DiscreteFlow(27), data_shape=(12,), text=True)
     assert not (tmp_path / "t.png").exists()
 
 

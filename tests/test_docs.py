@@ -56,3 +56,15 @@ def test_links_between_docs_pages_resolve():
     for doc in sorted(DOCS.glob("*.md")):
         for target in re.findall(r"\]\(([\w.-]+\.md)\)", doc.read_text(encoding="utf-8")):
             assert (DOCS / target).is_file(), f"{doc.name} links to missing {target}"
+
+
+def test_the_readme_layout_names_every_module():
+    """README's "Layout" block names every package and module of ``src/bfn`` (``pkg/`` or ``name.py``)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    package = ROOT / "src" / "bfn"
+    expected = [f"src/bfn/{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()]
+    expected += [f"src/bfn/{p.name}" for p in package.glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    for folder in (p for p in package.iterdir() if (p / "__init__.py").is_file()):
+        expected += [p.name for p in folder.glob("*.py") if p.name != "__init__.py"]
+    assert [name for name in expected if name not in block] == []

@@ -331,3 +331,39 @@ def test_denoise_the_samplers_and_the_likelihood_share_one_prediction_and_one_sc
     assert torch.equal(data_prediction(model, x, t), free)
     unclipped = bfn.BFN(model.net, bfn.ContinuousFlow(0.05, clip=False), (3,), dtype=F64)
     torch.testing.assert_close(bfn_score(model)(x, t), score(unclipped, x, t), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_config_keys_are_the_constructor_arguments(kind):
+    flow = FLOW_CASES[kind]()
+    assert set(flow.config_keys()) == set(flow.config()) and type(flow).config_keys() == flow.config_keys()
+
+
+@pytest.mark.parametrize("num_bins", [2, 10, 17, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_bin_centre_formula(num_bins, dtype):
+    """Data sets, quantize, bin_centres and the flow's draws share bins_to_centres: the same floats, bit for bit."""
+    from bfn.data import bins_to_centres, values_to_bins
+
+    flow = bfn.DiscretisedFlow(num_bins)
+    k = torch.arange(num_bins)
+    centres = bins_to_centres(k, num_bins, dtype)
+    assert torch.equal(flow.bin_centres(dtype), centres)
+    assert torch.equal(flow.quantize(centres), centres)
+    assert torch.equal(bins_to_centres(k, num_bins), bins_to_centres(k, num_bins, torch.float32))
+    levels = torch.arange(256)
+    data = flow.from_levels(levels, 256)
+    assert data.dtype == torch.float32 and torch.equal(data, flow.quantize(data))
+    assert torch.equal(data, bins_to_centres(values_to_bins(levels, 256, num_bins), num_bins))
+
+
+def test_the_discrete_receiver_is_checked_before_any_work():
+    flow = bfn.DiscreteFlow(3, 2.0)
+    x = torch.zeros(2, 4, dtype=torch.long)
+    logits = torch.zeros(2, 4, 3)
+    tau = torch.zeros(2, dtype=F64)
+    alpha = flow.step_accuracies(2)[:1].expand(2)
+    generator = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match=r"unknown receiver 'paper'; expected one of \('joint', 'factorised'\)"):
+        flow.discrete_time_loss(logits, x, None, tau, alpha, 2, generator, receiver="paper")  # type: ignore[arg-type]
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())  # no draw was made

@@ -21,7 +21,7 @@ from bfn import BFN
 from bfn.checkpoint import build_model, find_checkpoint, load_checkpoint
 from bfn.cli import main
 from bfn.data import DataBundle
-from bfn.flows import ContinuousFlow
+from bfn.flows import ContinuousFlow, DiscreteFlow
 from bfn.nets import build_net, net_spec
 from bfn.sampling import SAMPLERS, get_sampler
 from bfn.training import (
@@ -51,6 +51,8 @@ def tiny(out: Path, **changes) -> TrainConfig:
         net_options={"hidden": 32, "depth": 2},
         steps=20,
         batch_size=16,
+        lr=1e-3,
+        ema_decay=0.999,
         warmup=5,
         val_every=10,
         val_examples=32,
@@ -334,15 +336,15 @@ def test_the_ema_copy_rebuilds_like_its_network(tmp_path: Path) -> None:
 
 def test_write_samples_formats(tmp_path: Path) -> None:
     images = torch.rand(5, 1, 8, 8) * 2 - 1
-    assert write_samples(images, tmp_path / "g", kind="continuous", data_shape=(1, 8, 8)).suffix == ".png"
+    assert write_samples(images, tmp_path / "g", flow=ContinuousFlow(), data_shape=(1, 8, 8)).suffix == ".png"
     binary = torch.randint(0, 2, (4, 1, 8, 8))
-    assert write_samples(binary, tmp_path / "b.png", kind="discrete", data_shape=(1, 8, 8)).is_file()
+    assert write_samples(binary, tmp_path / "b.png", flow=DiscreteFlow(2), data_shape=(1, 8, 8)).is_file()
     text = torch.randint(0, 27, (3, 12))
-    path = write_samples(text, tmp_path / "t", kind="discrete", data_shape=(12,), text=True)
+    path = write_samples(text, tmp_path / "t", flow=DiscreteFlow(27), data_shape=(12,), text=True)
     assert path.suffix == ".txt" and len(path.read_text().splitlines()) == 3
     points = torch.rand(50, 2)
-    assert write_samples(points, tmp_path / "p.png", kind="continuous", data_shape=(2,)).stat().st_size > 0
-    tensor = write_samples(points, tmp_path / "p.pt", kind="continuous", data_shape=(2,))
+    assert write_samples(points, tmp_path / "p.png", flow=ContinuousFlow(), data_shape=(2,)).stat().st_size > 0
+    tensor = write_samples(points, tmp_path / "p.pt", flow=ContinuousFlow(), data_shape=(2,))
     assert torch.equal(torch.load(tensor, weights_only=True), points)
     assert tuple(image_grid(images, columns=5).shape) == (10, 46, 1)
 
@@ -414,3 +416,75 @@ def test_sigint_writes_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
     assert saved >= 15 and int(read_log(run / "log.csv")[-1]["step"]) == saved
     resumed, straight = _losses_after_resume(run, tmp_path / "reference", saved)
     assert resumed == straight
+
+
+# ----------------------------------------------------------------------------------------------- the flow decides
+def test_images_and_file_formats_follow_the_flow() -> None:
+    """Sample writing asks the flow (to_unit, class_indices), not the kind's name."""
+    from bfn.flows import DiscretisedFlow
+    from bfn.training import natural_suffix, to_images
+
+    binary = torch.tensor([[0, 1], [1, 0]])
+    assert torch.equal(to_images(binary, DiscreteFlow(2)), torch.tensor([[-1.0, 1.0], [1.0, -1.0]]))
+    assert torch.equal(to_images(torch.tensor([0, 13, 26]), DiscreteFlow(27)), torch.tensor([-1.0, 0.0, 1.0]))
+    real = torch.tensor([-3.0, -0.5, 0.25, 2.0], dtype=torch.float64)
+    assert torch.equal(to_images(real, ContinuousFlow()), torch.tensor([-1.0, -0.5, 0.25, 1.0]))
+    centres = DiscretisedFlow(4).bin_centres(torch.float32)
+    assert torch.equal(to_images(centres, DiscretisedFlow(4)), centres)
+    assert natural_suffix(ContinuousFlow(), (2,)) == natural_suffix(DiscretisedFlow, (2,)) == ".png"
+    assert natural_suffix(DiscreteFlow(27), (2,)) == ".pt" and natural_suffix(DiscreteFlow, (2,), text=True) == ".txt"
+    assert natural_suffix(DiscreteFlow(2), (1, 8, 8)) == ".png"
+
+
+def test_flow_fields_come_from_the_flow_types() -> None:
+    """Which flow options apply where follows each flow's constructor arguments and whether its data are classes."""
+    from bfn.cli.train import FLOW_FLAGS
+    from bfn.training import FLOW_FIELDS, flow_fields, flows_taking
+
+    assert flow_fields("continuous") == ("sigma_1",)
+    assert flow_fields("discretised") == ("sigma_1", "num_bins")
+    assert flow_fields("discrete") == ("beta_1", "binarize")
+    assert flows_taking("sigma_1") == ("continuous", "discretised") and flows_taking("binarize") == ("discrete",)
+    assert {name: (f"--{name.replace('_', '-')}", flows_taking(name)) for name in FLOW_FIELDS} == FLOW_FLAGS
+    with pytest.raises(ValueError, match="binarize applies to the discrete flow only"):
+        TrainConfig(data="digits", binarize=True).resolved()
+    with pytest.raises(ValueError, match="num_bins"):
+        TrainConfig(data="digits", num_bins=1).resolved()
+    with pytest.raises(ValueError, match="beta_1"):
+        TrainConfig(data="kjv", beta_1=-1.0).resolved()
+    ignored = TrainConfig(data="kjv", sigma_1=0.5, num_bins=1).resolved()  # options of other flows are not used
+    assert ignored.flow == "discrete" and ignored.beta_1 == 0.75
+
+
+@pytest.mark.parametrize(
+    ("data", "flow", "lr", "ema_decay", "extra"),
+    [
+        ("toy:two_moons", "continuous", 3e-3, 0.99, {"sigma_1": 0.02, "beta_1": None}),
+        ("toy:checkerboard", "continuous", 3e-3, 0.99, {"sigma_1": 0.02}),
+        ("kjv", "discrete", 1e-3, 0.999, {"beta_1": 0.75, "sigma_1": None}),
+        ("text8:/x", "discrete", 1e-3, 0.999, {"beta_1": 0.75}),
+        ("text:/some/file.txt", "discrete", 1e-3, 0.999, {"beta_1": 0.75}),
+        ("digits", "discretised", 1e-3, 0.999, {"sigma_1": 1e-3, "beta_1": None}),
+        ("mnist", "discretised", 1e-3, 0.999, {"sigma_1": 1e-3}),
+        ("fashion-mnist", "discretised", 1e-3, 0.999, {}),
+        ("cifar10:/x", "discretised", 1e-3, 0.999, {}),
+    ],
+)
+def test_defaults_follow_the_data(data: str, flow: str, lr: float, ema_decay: float, extra: dict) -> None:
+    """No flag needed: the flow, lr and EMA decay default per data source (toy: the measured toy recipe)."""
+    config = TrainConfig(data=data).resolved()
+    assert (config.flow, config.lr, config.ema_decay) == (flow, lr, ema_decay)
+    for key, value in extra.items():
+        assert getattr(config, key) == value
+    assert TrainConfig(data=data).flow_kind == flow
+    given = TrainConfig(data=data, flow="continuous", lr=5e-4, ema_decay=0.9).resolved()
+    assert (given.flow, given.lr, given.ema_decay) == ("continuous", 5e-4, 0.9)
+
+
+def test_every_data_source_defaults_to_a_flow_it_supports() -> None:
+    from bfn.data import SOURCES
+    from bfn.training import DEFAULT_FLOWS, SOURCE_DEFAULTS, source_default
+
+    assert SOURCE_DEFAULTS["flow"] is DEFAULT_FLOWS
+    for name, source in SOURCES.items():
+        assert source_default(DEFAULT_FLOWS, name) in source.kinds, name

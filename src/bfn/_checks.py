@@ -26,6 +26,7 @@ __all__ = [
     "check_bool",
     "check_data_shape",
     "check_dtype",
+    "check_eta",
     "check_finite_output",
     "check_generator",
     "check_int",
@@ -75,7 +76,8 @@ def check_int(value: Any, name: str, minimum: int | None = 1, maximum: int | Non
         ):
             value = int(value.item())
         else:
-            raise ValueError(f"{name} must be an integer, got {type(value).__name__} {_describe(value)}")
+            bound = "" if minimum is None else f" >= {minimum}"
+            raise ValueError(f"{name} must be an integer{bound}, got {type(value).__name__} {_describe(value)}")
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
@@ -112,6 +114,12 @@ def check_real(
     if high is not None and (number > high or (high_open and number == high)):
         raise ValueError(f"{name} must lie in {span}, got {number!r}")
     return number
+
+
+def check_eta(value: Any, name: str = "eta") -> float:
+    """An end offset ``eta`` (the solver grids start at ``t = 1 - eta``; the PF-ODE likelihood stops there) as a
+    ``float`` in the open interval (0, 1)."""
+    return check_real(value, name, 0.0, 1.0, low_open=True, high_open=True)
 
 
 def check_bool(value: Any, name: str) -> bool:

@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -356,16 +356,22 @@ class BFN(nn.Module):
 
 
 def _check_conditional(num_classes: Any, label_dropout: Any) -> None:
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-    ):
-        raise ValueError(f"num_classes must be an integer >= 1 or None, got {num_classes!r}")
+    if num_classes is not None:
+        check_int(num_classes, "num_classes (None for an unconditional model)")
     if isinstance(label_dropout, bool) or not isinstance(label_dropout, (int, float)) or not 0 <= label_dropout <= 1:
         raise ValueError(f"label_dropout must lie in [0, 1], got {label_dropout!r}")
 
 
-def bits_per_dim(nll: Tensor | float, data_shape: tuple[int, ...] | int) -> Tensor | float:
-    """Convert an NLL in nats per example to bits per data element (bits/dim, or bits/char for text)."""
+NLL = TypeVar("NLL", float, Tensor)
+
+
+def bits_per_dim(nll: NLL, data_shape: tuple[int, ...] | int) -> NLL:
+    """An NLL in nats per example as bits per data element: ``nll / (D ln 2)`` (bits/dim, or bits/char for text).
+
+    ``data_shape`` is the shape of one example or its number of elements ``D`` (``C * H * W`` for images, the
+    sequence length for text). Works elementwise on tensors and arrays of any shape and on Python numbers. The one
+    conversion of the package (also :func:`bfn.metrics.bits_per_dim` and the likelihood results' ``bits_per_dim``).
+    """
     dims = math.prod(check_data_shape(data_shape))
     if nll is None or isinstance(nll, (bool, str, bytes)):
         raise ValueError(f"nll must be a tensor or a number of nats per example, got {type(nll).__name__}")

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from bfn.flows import Flow
 
 UNKNOWN_CHAR = "_"
 """In a text prompt, each ``_`` is one character to fill in."""
@@ -59,30 +63,23 @@ def read_image(path: str | os.PathLike[str], channels: int, height: int, width: 
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def to_data(pixels: Tensor, kind: str, num_bins: int | None = None) -> Tensor:
-    """Pixels in [0, 1] as data of a flow kind: continuous [-1, 1], discretised bin centres, discrete {0, 1}
-    (:meth:`bfn.flows.Flow.from_unit` of a flow of that kind; discrete images have two classes)."""
-    from bfn.flows import flow_type
-
-    return flow_type(kind).for_data(num_bins=num_bins, num_classes=2).from_unit(pixels)
-
-
 def image_known(
     image: str | os.PathLike[str],
     data_shape: tuple[int, ...],
-    kind: str,
-    num_bins: int | None = None,
+    flow: Flow,
     rect: tuple[int, int, int, int] | None = None,
     mask_image: str | os.PathLike[str] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Known values and mask for image inpainting: the region to fill is ``rect`` or the white pixels of
-    ``mask_image``; everything else is known. Returns ``(known, mask)`` of shape ``data_shape``."""
+    ``mask_image``; everything else is known. The image's intensities in [0, 1] become the model's data through
+    its flow (:meth:`bfn.flows.Flow.from_unit`: continuous [-1, 1], discretised bin centres, discrete classes).
+    Returns ``(known, mask)`` of shape ``data_shape``."""
     if len(data_shape) != 3:
         raise ValueError(f"--inpaint needs an image model (data shape (C, H, W)), got {data_shape}")
     if (rect is None) == (mask_image is None):
         raise ValueError("--inpaint needs exactly one of --mask-rect x0,y0,x1,y1 or --mask PNG (the region to fill)")
     c, h, w = data_shape
-    known = to_data(read_image(image, c, h, w), kind, num_bins)
+    known = flow.from_unit(read_image(image, c, h, w))
     if rect is not None:
         x0, y0, x1, y1 = rect
         if x1 > w or y1 > h:

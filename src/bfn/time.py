@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from bfn._checks import MAX_STEPS, check_int, check_real
+from bfn._checks import MAX_STEPS, check_eta, check_int
 from bfn.flows import DEFAULT_ETA as DEFAULT_ETA  # re-exported; each flow declares its own (sampling.eta)
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def time_grid(
         if not (ts[1:] < ts[:-1]).all():
             raise ValueError("explicit grid must be strictly decreasing in solver time t (from noise to data)")
         return ts
-    eta = check_real(eta, "eta", 0.0, 1.0, low_open=True, high_open=True)
+    eta = check_eta(eta)
     if grid == "uniform":
         return (1.0 - eta) * torch.arange(steps, -1, -1, dtype=torch.float64) / steps
     if grid == "logsnr":

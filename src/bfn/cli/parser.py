@@ -2,8 +2,9 @@
 
 Training options default to ``None`` (an unset option keeps the stored or default value) and their help shows the
 :class:`~bfn.training.TrainConfig` defaults (:func:`~bfn.training.config_default`, the per-source tables
-:data:`~bfn.training.DEFAULT_NETS`, :data:`~bfn.training.SIGMA_1`, :data:`~bfn.training.BETA_1`); sampling options
-show the solvers' defaults (:meth:`bfn.sampling.options.SolverOptions.defaults`, :func:`bfn.sampling.sample`).
+:data:`~bfn.training.DEFAULT_NETS` and :data:`~bfn.training.SOURCE_DEFAULTS`, the flows each flow option applies
+to, :func:`~bfn.training.flows_taking`); sampling options show the solvers' defaults
+(:meth:`bfn.sampling.options.SolverOptions.defaults`, :func:`bfn.sampling.sample`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bfn.training.config import BETA_1, DEFAULT_NETS, SIGMA_1, config_default
+from bfn._checks import check_int
+from bfn.flows import KINDS
+from bfn.training.config import BETA_1, DEFAULT_NETS, SIGMA_1, SOURCE_DEFAULTS, config_default, flows_taking
 from bfn.training.demo import DEMO_STEPS
 
 __all__ = ["DEFAULT_EVAL_NFE", "DEFAULT_SAMPLE_STEPS", "EXAMPLES", "build_parser"]
 
 EXAMPLES = """examples:
   bfn demo --out runs/demo
-  bfn train --data digits --flow discretised --steps 4000 --out runs/digits
-  bfn train --data toy:two_moons --flow continuous --steps 3000 --out runs/moons
+  bfn train --data digits --steps 4000 --out runs/digits          # the flow follows the data: discretised
+  bfn train --data toy:two_moons --steps 3000 --out runs/moons   # continuous, with the toy recipe
   bfn train --resume --out runs/digits --steps 8000
   torchrun --standalone --nproc_per_node=2 -m bfn train --data digits --batch-size 64 --out runs/ddp
   bfn sample runs/digits --steps 10 --num 64 --out samples.png      # sampler auto: 10 network calls
@@ -53,7 +56,16 @@ def _shown(value: Any) -> str:
 
 
 def _train_default(name: str) -> str:
-    return _shown(config_default(name))
+    """A :class:`~bfn.training.TrainConfig` field's default; one set per data source (``None``) as its table."""
+    value = config_default(name)
+    if value is None and name in SOURCE_DEFAULTS:
+        return _per_source(SOURCE_DEFAULTS[name])
+    return _shown(value)
+
+
+def _for_flows(name: str) -> str:
+    """The flows a flow option applies to, as its help's prefix: ``"continuous/discretised"``."""
+    return "/".join(flows_taking(name))
 
 
 def _per_source(table: Mapping[str, Any]) -> str:
@@ -95,9 +107,10 @@ def _loss(text: str) -> str | int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'continuous' or an integer n >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"the n-step loss needs n >= 1, got {value}")
-    return value
+    try:
+        return check_int(value, "the n-step loss's n")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _int_list(text: str) -> list[int]:
@@ -137,19 +150,22 @@ def _add_data_and_model_options(p: argparse.ArgumentParser) -> Any:
     data.add_argument("--seq-len", type=int, help=f"characters per text example (default {d('seq_len')})")
     data.add_argument("--split-seed", type=int, help=f"seed of the train/validation split (default {d('split_seed')})")
     data.add_argument(
-        "--binarize", action="store_true", default=None, help="dynamic binarisation of images for the discrete flow"
+        "--binarize",
+        action="store_true",
+        default=None,
+        help=f"dynamic binarisation of images for the {_for_flows('binarize')} flow",
     )
     flow = p.add_argument_group("flow")
+    flow.add_argument("--flow", choices=KINDS, help=f"data kind / flow (default by data: {d('flow')})")
     flow.add_argument(
-        "--flow",
-        choices=["continuous", "discretised", "discrete"],
-        help=f"data kind / flow (default {d('flow')})",
+        "--sigma-1", type=float, help=f"{_for_flows('sigma_1')}: std at tau = 1 (default {_per_source(SIGMA_1)})"
     )
     flow.add_argument(
-        "--sigma-1", type=float, help=f"continuous/discretised: std at tau = 1 (default {_per_source(SIGMA_1)})"
+        "--num-bins", type=int, help=f"{_for_flows('num_bins')}: number of bins (default: the data's grey levels)"
     )
-    flow.add_argument("--num-bins", type=int, help="discretised: number of bins (default: the data's grey levels)")
-    flow.add_argument("--beta-1", type=float, help=f"discrete: final accuracy (default {_per_source(BETA_1)})")
+    flow.add_argument(
+        "--beta-1", type=float, help=f"{_for_flows('beta_1')}: final accuracy (default {_per_source(BETA_1)})"
+    )
     net = p.add_argument_group("network")
     net.add_argument(
         "--net", choices=["mlp", "unet", "transformer"], help=f"network (default by data: {_nets_by_source()})"

@@ -35,7 +35,7 @@ def check_sample_out(out: Path, config: ModelConfig, text: bool) -> None:
         return
     if suffix not in SAMPLE_SUFFIXES:
         raise ValueError(f"--out {out}: unsupported suffix {out.suffix!r}; supported: {', '.join(SAMPLE_SUFFIXES)}")
-    natural = natural_suffix(config.flow.kind, config.data_shape, text)
+    natural = natural_suffix(config.flow, config.data_shape, text)
     if suffix not in (".pt", natural):
         what = {".png": "images or 2-D points", ".txt": "text", ".pt": "tensors"}[natural]
         raise ValueError(f"--out {out}: these samples are {what}; write them as {natural} or .pt, not {suffix}")
@@ -96,7 +96,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return 0
     model = BFN.from_pretrained(args.run, map_location=device, ema=not args.raw)
     generator = torch.Generator(device=model.device).manual_seed(derive_seed(args.seed, "cli-sample"))
-    num, cond, columns = conditioning(args, model, config)
+    num, cond, columns = conditioning(args, model)
     from tqdm import tqdm
 
     with tqdm(total=steps, unit="step", desc=args.sampler, leave=False, disable=not sys.stderr.isatty()) as bar:
@@ -112,9 +112,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     path = write_samples(
         samples,
         args.out,
-        kind=kind,
+        flow=model.flow,
         data_shape=config.data_shape,
-        num_classes=config.flow.config().get("num_classes"),
         text=is_text(info),
         title=f"{args.sampler}, {out.nfe} NFE",
         columns=columns,
@@ -128,7 +127,7 @@ CONDITIONING_ARGS = ("label", "guidance", "inpaint", "mask_rect", "mask", "promp
 """The conditioning arguments of ``bfn sample`` (printed with the resolved settings when given)."""
 
 
-def conditioning(args: argparse.Namespace, model: Any, config: ModelConfig) -> tuple[int, dict[str, Any], Any]:
+def conditioning(args: argparse.Namespace, model: Any) -> tuple[int, dict[str, Any], Any]:
     """Sample count, the conditioning keywords of ``model.sample`` and the grid's columns (one row per label)."""
     import torch
 
@@ -147,12 +146,9 @@ def conditioning(args: argparse.Namespace, model: Any, config: ModelConfig) -> t
         raise ValueError("give --inpaint (images) or --prompt (text), not both")
     if args.inpaint is not None:
         rect = parse_rect(args.mask_rect) if args.mask_rect is not None else None
-        num_bins = config.flow.config().get("num_bins")
-        cond["known"], cond["mask"] = image_known(
-            args.inpaint, model.data_shape, model.flow.kind, num_bins, rect, args.mask
-        )
+        cond["known"], cond["mask"] = image_known(args.inpaint, model.data_shape, model.flow, rect, args.mask)
     if args.prompt is not None:
-        if model.flow.kind != "discrete" or len(model.data_shape) != 1:
+        if not model.flow.class_indices or len(model.data_shape) != 1:
             raise ValueError("--prompt needs a text model (discrete data of shape (seq_len,))")
         cond["known"], cond["mask"] = prompt_known(args.prompt, model.data_shape[0])
     if args.inpaint_method is not None:
@@ -163,11 +159,9 @@ def conditioning(args: argparse.Namespace, model: Any, config: ModelConfig) -> t
 
 
 def known_display(model: Any, known: Any, mask: Any) -> Any:
-    """The known part of an image with the region to fill at the middle grey level (for the grid's first image)."""
+    """The known part of an image with the region to fill at the middle grey level (for the grid's first image):
+    the flow's data of intensity 1/2 (:meth:`bfn.flows.Flow.from_unit`)."""
     import torch
 
-    flow = model.flow
-    fill = torch.zeros((), dtype=known.dtype)
-    if flow.kind == "discretised":
-        fill = flow.quantize(fill)
-    return torch.where(mask, known, fill)[None]
+    fill = model.flow.from_unit(torch.tensor(0.5, dtype=known.dtype if known.is_floating_point() else None))
+    return torch.where(mask, known, fill.to(known.dtype))[None]

@@ -61,24 +61,29 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
     config = base.replace(**changes)
     if args.out is None and not args.resume and args.config is None:
         safe = config.data.replace(":", "-").replace("/", "_")
-        config = config.replace(out=str(Path("runs") / f"{safe}-{config.flow}"))
-    check_flow_flags(args, config.flow)
+        config = config.replace(out=str(Path("runs") / f"{safe}-{config.flow_kind}"))
+    check_flow_flags(args, config.flow_kind)
     return config.resolved()
 
 
-#: flow options of ``bfn train`` and the flows they apply to
-FLOW_FLAGS = {
-    "sigma_1": ("--sigma-1", ("continuous", "discretised")),
-    "num_bins": ("--num-bins", ("discretised",)),
-    "beta_1": ("--beta-1", ("discrete",)),
-    "binarize": ("--binarize", ("discrete",)),
-}
+def _flow_flags() -> dict[str, tuple[str, tuple[str, ...]]]:
+    from bfn.training.config import FLOW_FIELDS, flows_taking
+
+    return {name: (f"--{name.replace('_', '-')}", flows_taking(name)) for name in FLOW_FIELDS}
+
+
+FLOW_FLAGS = _flow_flags()
+"""The flow options of ``bfn train`` (one per :data:`~bfn.training.FLOW_FIELDS`): field -> (flag, the flows it
+applies to, :func:`~bfn.training.flows_taking`)."""
 
 
 def check_flow_flags(args: argparse.Namespace, flow: str) -> None:
     """Refuse flow options given on the command line that the chosen flow would ignore."""
+    from bfn.training.config import flow_fields
+
+    applies = flow_fields(flow)
     for name, (flag, flows) in FLOW_FLAGS.items():
-        if getattr(args, name) is not None and flow not in flows:
+        if getattr(args, name) is not None and name not in applies:
             raise ValueError(f"{flag} applies to the {' and '.join(flows)} flow(s), not to --flow {flow}")
 
 

@@ -1,7 +1,7 @@
 """Data sets for Bayesian Flow Networks, scaled to the range each flow expects (no flow maths here).
 
 ``load_dataset(name, kind, ...)`` returns a :class:`DataBundle` of train/val/test datasets whose items are single
-tensors: float32 in [-1, 1] for continuous data, float32 bin centres ``(k + 0.5) * 2 / K - 1`` for discretised
+tensors: float32 in [-1, 1] for continuous data, float32 bin centres ``(2k + 1) / K - 1`` for discretised
 data, int64 class indices in [0, K) for discrete data. Every source is offline; a missing one raises
 :class:`DataUnavailableError` (a ``FileNotFoundError``) saying how to install it or where to point ``root``.
 
@@ -13,10 +13,8 @@ Example::
 """
 
 from bfn.data.core import (
-    KINDS,
     DataBundle,
     DataUnavailableError,
-    Kind,
     bins_to_centres,
     cache_dir,
     values_to_bins,
@@ -25,6 +23,7 @@ from bfn.data.images import RestrictedUnpickler, read_idx
 from bfn.data.registry import SOURCES, check_dataset, dataset_names, load_dataset
 from bfn.data.text import ALPHABET, NUM_CHARS, clean_text, decode_text, encode_text
 from bfn.data.toy import TOY_SETS, toy_points
+from bfn.flows import KINDS  # the data kinds, re-exported (one definition, in bfn.flows)
 
 __all__ = [
     "ALPHABET",
@@ -34,7 +33,6 @@ __all__ = [
     "TOY_SETS",
     "DataBundle",
     "DataUnavailableError",
-    "Kind",
     "RestrictedUnpickler",
     "bins_to_centres",
     "cache_dir",

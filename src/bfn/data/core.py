@@ -5,7 +5,7 @@ Scaling per data kind (``L`` raw grey levels ``v = 0 .. L - 1``, ``K`` bins or c
 
 - continuous: ``x = v / (L - 1) * 2 - 1`` in [-1, 1], float32;
 - discretised: bin index ``k = floor(v * K / L)`` (clamped to ``K - 1``), value = bin centre
-  ``(k + 0.5) * 2 / K - 1``, float32;
+  ``(2k + 1) / K - 1`` (:func:`bins_to_centres`), float32;
 - discrete: int64 class indices in [0, K) (binarised images: K = 2; text: K = 27).
 """
 
@@ -22,15 +22,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bfn.flows import KINDS, Flow, FlowKind, flow_type
+from bfn.flows import Flow, FlowKind, flow_type
 from bfn.flows.discretised import bins_to_centres, values_to_bins
 
 __all__ = [
-    "KINDS",
     "DataBundle",
     "DataUnavailableError",
     "DynamicBinarized",
-    "Kind",
     "LevelImages",
     "Scaling",
     "TensorItems",
@@ -40,8 +38,6 @@ __all__ = [
     "split_indices",
     "values_to_bins",
 ]
-
-Kind = FlowKind
 
 
 class DataUnavailableError(FileNotFoundError):
@@ -67,7 +63,7 @@ class DataBundle:
     val: Dataset[Tensor]
     test: Dataset[Tensor]
     data_shape: tuple[int, ...]
-    kind: Kind
+    kind: FlowKind
     num_classes: int | None = None
     num_bins: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -88,7 +84,7 @@ class Scaling:
     scaling thresholds the intensity ``v / (L - 1)`` at 1/2 (static binarisation).
     """
 
-    kind: Kind
+    kind: FlowKind
     num_levels: int
     num_bins: int | None = None
 

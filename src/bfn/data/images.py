@@ -23,7 +23,6 @@ from bfn.data.core import (
     DataBundle,
     DataUnavailableError,
     DynamicBinarized,
-    Kind,
     LevelImages,
     Scaling,
     TensorItems,
@@ -31,7 +30,7 @@ from bfn.data.core import (
     cache_dir,
     split_indices,
 )
-from bfn.flows import flow_type
+from bfn.flows import FlowKind, flow_type
 
 __all__ = [
     "FASHION_MNIST_DIR",
@@ -85,7 +84,7 @@ class RawImages:
 
 
 def image_bundle(
-    name: str, raw: RawImages, kind: Kind, *, num_bins: int | None = None, binarize: bool = False
+    name: str, raw: RawImages, kind: FlowKind, *, num_bins: int | None = None, binarize: bool = False
 ) -> DataBundle:
     """Scale raw images for a flow of ``kind``.
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bfn.data import images, text, toy
-from bfn.data.core import KINDS, DataBundle, Kind
-from bfn.flows import flow_type
+from bfn.data.core import DataBundle
+from bfn.flows import KINDS, FlowKind, flow_type
 
 __all__ = ["SOURCES", "Request", "Source", "dataset_names", "load_dataset"]
 
@@ -21,7 +21,7 @@ class Request:
     """
 
     name: str
-    kind: Kind
+    kind: FlowKind
     location: str | None
     num_bins: int | None
     split_seed: int
@@ -38,7 +38,7 @@ class Source:
     ``location`` says whether the source takes a path (``"path"``), a name (``"name"``) or nothing (``None``).
     """
 
-    kinds: tuple[Kind, ...]
+    kinds: tuple[FlowKind, ...]
     load: Callable[[Request], DataBundle]
     usage: str
     location: str | None = None
@@ -82,26 +82,23 @@ def _toy(request: Request) -> DataBundle:
     return toy.toy_bundle(request.location.replace("-", "_"), split_seed=request.split_seed, **request.options)
 
 
+def _grey_28x28(loader: Callable[..., images.RawImages], name: str) -> Source:
+    """An 8-bit grey image source found installed or at ``NAME:DIR`` (MNIST, Fashion-MNIST), for every kind."""
+    return Source(
+        KINDS,
+        _images(loader, name),
+        f"{name} or {name}:DIR",
+        location="path",
+        options=("val_size",),
+        num_levels=256,
+        num_classes=2,
+    )
+
+
 SOURCES: dict[str, Source] = {
     "digits": Source(KINDS, _digits, "digits", num_levels=17, num_classes=2),
-    "mnist": Source(
-        KINDS,
-        _images(images.load_mnist, "mnist"),
-        "mnist or mnist:DIR",
-        location="path",
-        options=("val_size",),
-        num_levels=256,
-        num_classes=2,
-    ),
-    "fashion-mnist": Source(
-        KINDS,
-        _images(images.load_fashion_mnist, "fashion-mnist"),
-        "fashion-mnist or fashion-mnist:DIR",
-        location="path",
-        options=("val_size",),
-        num_levels=256,
-        num_classes=2,
-    ),
+    "mnist": _grey_28x28(images.load_mnist, "mnist"),
+    "fashion-mnist": _grey_28x28(images.load_fashion_mnist, "fashion-mnist"),
     "cifar10": Source(
         ("continuous", "discretised"),
         _images(images.load_cifar10, "cifar10"),
@@ -134,7 +131,7 @@ def dataset_names() -> str:
 
 def load_dataset(
     name: str,
-    kind: Kind,
+    kind: FlowKind,
     *,
     num_bins: int | None = None,
     split_seed: int = 0,
@@ -174,14 +171,14 @@ def load_dataset(
     return source.load(request)
 
 
-def check_dataset(name: str, kind: Kind, **kw: Any) -> None:
+def check_dataset(name: str, kind: FlowKind, **kw: Any) -> None:
     """Check the arguments of :func:`load_dataset` without loading anything (``ValueError`` as it would raise)."""
     _request(name, kind, **kw)
 
 
 def _request(
     name: str,
-    kind: Kind,
+    kind: FlowKind,
     *,
     num_bins: int | None = None,
     split_seed: int = 0,

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from bfn._checks import check_int
 from bfn.data.core import DataBundle, DataUnavailableError, cache_dir
 
 __all__ = [
@@ -104,8 +105,7 @@ class TextChunks(Dataset[Tensor]):
 
 def text_bundle(name: str, indices: np.ndarray, seq_len: int, source: str) -> DataBundle:
     """Split cleaned text contiguously 90/5/5 % into train/val/test and cut each into ``seq_len`` chunks."""
-    if seq_len < 1:
-        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    seq_len = check_int(seq_len, "seq_len")
     n = int(indices.shape[0])
     n_train = n * SPLIT_PERCENT[0] // 100
     n_val = n * SPLIT_PERCENT[1] // 100

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from bfn._checks import check_int
 from bfn.data.core import DataBundle, TensorItems
 
 __all__ = ["TOY_SETS", "toy_bundle", "toy_labels", "toy_points"]
@@ -85,9 +86,9 @@ def toy_bundle(
     """Train/val/test samples of a toy set, each split from its own stream seeded by ``(split_seed, split)``."""
     if name not in TOY_SETS:
         raise ValueError(f"unknown toy data set {name!r}; choose one of {', '.join(TOY_SETS)}")
-    sizes = {"train": num_train, "val": num_val, "test": num_test}
-    if any(n < 1 for n in sizes.values()):
-        raise ValueError(f"toy split sizes must be >= 1, got {sizes}")
+    sizes = {
+        split: check_int(n, f"num_{split}") for split, n in (("train", num_train), ("val", num_val), ("test", num_test))
+    }
     index = list(TOY_SETS).index(name)
     data = {s: toy_points(name, n, [split_seed, index, k]) for k, (s, n) in enumerate(sizes.items())}
     labels = {s: toy_labels(name, points) for s, points in data.items()}

@@ -1,7 +1,6 @@
 """One module per data kind; each owns all of that kind's maths (schedules, updates, losses, SDE view) and every
 other kind-specific choice (sampling defaults, decoding, conditioning, data scaling), behind :class:`Flow`."""
 
-import inspect
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -33,7 +32,7 @@ def flow_from_config(kind: str, config: dict) -> Flow:
     cls = flow_type(kind)
     if not isinstance(config, Mapping):
         raise ValueError(f"flow config must be a dict of constructor arguments, got {type(config).__name__}")
-    valid = [name for name in inspect.signature(cls).parameters if name != "self"]
+    valid = list(cls.config_keys())
     unknown = sorted(set(config) - set(valid))
     if unknown:
         raise ValueError(f"unknown {kind} flow config key(s) {unknown}; valid keys: {valid}")

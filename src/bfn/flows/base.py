@@ -9,6 +9,7 @@ the configurations of ``sampler="auto"``, how intensities in [0, 1] map to its d
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -42,7 +43,7 @@ def as_f64(value: Tensor | float, device: torch.device | str | None = None) -> T
     return torch.tensor(value, dtype=torch.float64, device=device)
 
 
-def expand_like(coef: Tensor, like: Tensor, trailing: int = 0) -> Tensor:
+def expand_like(coef: Tensor, like: Tensor) -> Tensor:
     """Cast a per-example (or scalar) coefficient to ``like``'s dtype and shape it to broadcast against it.
 
     ``coef`` has shape ``()`` or ``(B,)``; the result has shape ``(B, 1, ..., 1)`` matching ``like.ndim``.
@@ -184,6 +185,11 @@ class Flow(ABC):
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """Constructor arguments as a JSON-able dict; ``type(flow)(**flow.config())`` rebuilds it."""
+
+    @classmethod
+    def config_keys(cls) -> tuple[str, ...]:
+        """The constructor's argument names: the keys of :meth:`config` (what a configuration may set)."""
+        return tuple(name for name in inspect.signature(cls).parameters if name != "self")
 
     @classmethod
     @abstractmethod

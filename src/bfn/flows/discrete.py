@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,9 @@ from bfn.flows.base import (
     expand_like,
     reject_clip,
 )
+
+Receiver = Literal["joint", "factorised"]
+"""The receiver of the discrete n-step loss: the paper's K-dimensional mixture, or one 1-D mixture per coordinate."""
 
 MAX_CLASSES = 2**24
 BETA_1_MAX = 1e8  # above this the logits' noise overflows float32 for large K
@@ -225,7 +228,7 @@ class DiscreteFlow(Flow):
         steps: int,
         generator: torch.Generator | None = None,
         mc_samples: int = 1,
-        receiver: str = "joint",
+        receiver: Receiver = "joint",
     ) -> Tensor:
         """``n KL(sender || receiver)`` by Monte Carlo over the sender sample ``y``.
 
@@ -234,6 +237,8 @@ class DiscreteFlow(Flow):
         ``receiver="factorised"`` scores each coordinate of ``y`` with its own 1-D mixture, as the original
         reference code does: still a bound, but a looser one at small ``n``.
         """
+        if receiver not in get_args(Receiver):
+            raise ValueError(f"unknown receiver {receiver!r}; expected one of {get_args(Receiver)}")
         log_e_hat = torch.log_softmax(net_out, dim=-1)
         a = alpha.to(log_e_hat.dtype).reshape(alpha.shape + (1,) * x.ndim)
         total = torch.zeros(x.shape[0], dtype=log_e_hat.dtype, device=x.device)
@@ -241,10 +246,8 @@ class DiscreteFlow(Flow):
             y = self.sender_sample(x, a, log_e_hat.dtype, generator)
             if receiver == "joint":
                 kl = y.gather(-1, x.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(log_e_hat + y, dim=-1)
-            elif receiver == "factorised":
-                kl = self._factorised_kl_sample(y, x, log_e_hat, a)
             else:
-                raise ValueError(f"unknown receiver {receiver!r}; expected 'joint' or 'factorised'")
+                kl = self._factorised_kl_sample(y, x, log_e_hat, a)
             total = total + kl.reshape(x.shape[0], -1).sum(1)
         return steps * total / mc_samples
 

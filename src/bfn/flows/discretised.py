@@ -94,9 +94,10 @@ class DiscretisedFlow(Flow):
     ) -> DiscretisedFlow:
         """A discretised flow with ``num_bins`` bins (default ``num_levels``: one per grey level)."""
         bins = num_bins if num_bins is not None else num_levels
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
-            raise ValueError(f"num_bins must be an int >= 2 for discretised data, got {num_bins!r}")
-        return cls(bins)
+        try:
+            return cls(check_int(bins, "num_bins", minimum=2))
+        except ValueError:  # name the data kind: without num_bins the count comes from the data's levels
+            raise ValueError(f"num_bins must be an int >= 2 for discretised data, got {bins!r}") from None
 
     # ---------------------------------------------------------------------------------------------- schedule
     def beta(self, tau: Tensor) -> Tensor:
@@ -113,9 +114,8 @@ class DiscretisedFlow(Flow):
 
     # ------------------------------------------------------------------------------------------------- bins
     def bin_centres(self, dtype: torch.dtype = torch.float64, device: Any = None) -> Tensor:
-        """The ``K`` bin centres ``(2k + 1)/K - 1``."""
-        k = torch.arange(self.num_bins, dtype=dtype, device=device)
-        return (2 * k + 1) / self.num_bins - 1
+        """The ``K`` bin centres ``(2k + 1)/K - 1`` (:func:`bins_to_centres` of every bin)."""
+        return bins_to_centres(torch.arange(self.num_bins, device=device), self.num_bins, dtype)
 
     def bin_index(self, x: Tensor) -> Tensor:
         """Index of the bin holding each value (clamped to ``[0, K-1]``)."""
@@ -124,11 +124,7 @@ class DiscretisedFlow(Flow):
 
     def quantize(self, x: Tensor) -> Tensor:
         """Map values in [-1, 1] to their bin centres (use this to prepare data for the flow)."""
-        return (2 * self.bin_index(x).to(x.dtype) + 1) / self.num_bins - 1  # the formula of bin_centres
-
-    def centres_of(self, bins: Tensor, dtype: torch.dtype) -> Tensor:
-        """Bin centres ``(2k + 1)/K - 1`` of the bin indices ``bins`` (the formula of :meth:`bin_centres`)."""
-        return (2 * bins.to(dtype) + 1) / self.num_bins - 1
+        return bins_to_centres(self.bin_index(x), self.num_bins, x.dtype)
 
     # ------------------------------------------------------------------------------------------------- data
     def check_data(self, x: Tensor, data_shape: tuple[int, ...]) -> None:
@@ -296,7 +292,7 @@ class DiscretisedFlow(Flow):
         """A bin centre drawn from ``p_O`` (the paper's sampler), or ``k_hat`` with ``categorical=False``."""
         if not options.get("categorical", True):
             return self.data_prediction(net_out, state, tau)
-        return self.centres_of(self.draw_bins(net_out, state, tau, generator), state.dtype)
+        return bins_to_centres(self.draw_bins(net_out, state, tau, generator), self.num_bins, state.dtype)
 
     def sample_output(
         self,
@@ -308,7 +304,7 @@ class DiscretisedFlow(Flow):
     ) -> Tensor:
         tau = torch.ones(state.shape[0], dtype=torch.float64, device=state.device)
         bins = self.mode_bins(net_out, state, tau) if mode else self.draw_bins(net_out, state, tau, generator)
-        return self.centres_of(bins, state.dtype)
+        return bins_to_centres(bins, self.num_bins, state.dtype)
 
     def moments(self, data_shape: tuple[int, ...], data_mean: Any, data_var: Any) -> tuple[Tensor, Tensor]:
         """The given data statistics (``x0 = x``), as for continuous data."""
@@ -343,6 +339,10 @@ def values_to_bins(values: Tensor, num_levels: int, num_bins: int) -> Tensor:
     return torch.clamp((values.long() * num_bins) // num_levels, 0, num_bins - 1)
 
 
-def bins_to_centres(indices: Tensor, num_bins: int) -> Tensor:
-    """Bin centres ``(k + 0.5) * 2 / K - 1`` in (-1, 1) of bin indices ``k``, float32."""
-    return (indices.to(torch.float32) + 0.5) * (2.0 / num_bins) - 1.0
+def bins_to_centres(bins: Tensor, num_bins: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Centres ``(2k + 1)/K - 1`` in (-1, 1) of the bin indices ``k`` of ``K`` bins on [-1, 1], in ``dtype``.
+
+    The one formula of a bin centre: data sets, :meth:`DiscretisedFlow.quantize`, :meth:`~DiscretisedFlow.bin_centres`
+    and the flow's draws all use it, so data and samples are the same floats.
+    """
+    return (2 * bins.to(dtype) + 1) / num_bins - 1

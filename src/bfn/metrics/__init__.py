@@ -8,7 +8,8 @@ Points (2-D toy data): :func:`sliced_wasserstein`, the mean 1-D Wasserstein-1 di
 
 Text: spelling accuracy as in the BFN-Solver paper (share of space-separated words that hunspell en_US accepts).
 
-Likelihood: :func:`bits_per_dim` turns per-example NLL in nats into bits per dimension (or per character).
+Likelihood: :func:`bits_per_dim` (:func:`bfn.bits_per_dim`) turns per-example NLL in nats into bits per dimension
+(or per character).
 
 ``torchmetrics``, ``spylls``, ``safetensors`` and ``scikit-learn`` are imported only inside the functions that
 need them, so importing this package stays cheap.
@@ -32,8 +33,8 @@ from bfn.metrics.distances import (
     sliced_wasserstein,
 )
 from bfn.metrics.images import FeatureFID, extract_features, image_fid, image_kid
-from bfn.metrics.likelihood import bits_per_dim
 from bfn.metrics.spelling import spelling_accuracy, spelling_counts, split_words
+from bfn.model import bits_per_dim
 
 __all__ = [
     "ClassifierFeatures",

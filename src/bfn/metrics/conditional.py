@@ -42,14 +42,13 @@ def guidance_accuracy(
         raise ValueError("class accuracy needs a class-conditional model (trained with --conditional)")
     kind = model.flow.kind
     labels = torch.arange(model.num_classes, device=model.device).repeat_interleave(per_class)
-    classes = getattr(model.flow, "num_classes", None)
     rows = []
     for scale in scales:
         calls = 1 if scale in (0.0, 1.0) else 2
         steps = steps_for_nfe(sampler, kind, max(nfe // calls, 1))
         generator = torch.Generator(device=model.device).manual_seed(seed)
         out = model.sample(len(labels), sampler, steps=steps, generator=generator, labels=labels, guidance=scale)
-        images = to_images(out.samples, kind, classes).to(next(classifier.parameters()).device)
+        images = to_images(out.samples, model.flow).to(next(classifier.parameters()).device)
         predicted = classifier(images).argmax(-1).to(labels.device)
         rows.append(GuidanceRow(sampler, out.nfe, float(scale), (predicted == labels).double().mean().item()))
     return rows

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
+from bfn._checks import check_int
+
 Matrix = NDArray[np.float64]
 
 
@@ -133,10 +135,7 @@ def kernel_inception_distance(
     b = torch.from_numpy(as_feature_matrix(feats_b, "feats_b"))
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
-    if subsets < 1:
-        raise ValueError(f"subsets must be >= 1, got {subsets}")
-    if degree < 1:
-        raise ValueError(f"degree must be >= 1, got {degree}")
+    subsets, degree = check_int(subsets, "subsets"), check_int(degree, "degree")
     size = min(1000, a.shape[0], b.shape[0]) if subset_size is None else subset_size
     if not 2 <= size <= min(a.shape[0], b.shape[0]):
         raise ValueError(f"subset_size must be in [2, {min(a.shape[0], b.shape[0])}], got {size}")

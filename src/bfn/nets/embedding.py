@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from bfn._checks import check_data_shape, check_int
+
 __all__ = ["LabelEmbedding", "TimeEmbedding", "sinusoidal_embedding"]
 
 
@@ -26,8 +28,7 @@ def sinusoidal_embedding(t: Tensor, dim: int, *, scale: float = 1000.0, max_peri
     Returns:
         ``(B, dim)`` features in the dtype of ``t``.
     """
-    if dim < 1:
-        raise ValueError(f"dim must be positive, got {dim}")
+    dim = check_int(dim, "dim")
     half = dim // 2
     exponent = torch.arange(half, device=t.device, dtype=t.dtype) / max(half, 1)
     freqs = torch.exp(-math.log(max_period) * exponent)
@@ -64,9 +65,7 @@ class LabelEmbedding(nn.Module):
 
     def __init__(self, num_classes: int, dim: int) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-        self.num_classes = num_classes
+        self.num_classes = check_int(num_classes, "num_classes")
         self.embedding = nn.Embedding(num_classes + 1, dim)
 
     def forward(self, labels: Tensor | None, batch_size: int) -> Tensor:
@@ -128,11 +127,9 @@ def finish_outputs(outputs: Tensor, out_channels: int, dtype: torch.dtype) -> Te
 
 def check_channels(data_shape: tuple[int, ...], in_channels: int, out_channels: int) -> tuple[int, ...]:
     """Validate the constructor arguments shared by every network; returns ``data_shape`` as a tuple of ints."""
-    shape = tuple(int(s) for s in data_shape)
-    if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"data_shape must be a non-empty tuple of positive ints, got {data_shape!r}")
-    if in_channels < 1 or out_channels < 1:
-        raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels} and {out_channels}")
+    shape = check_data_shape(data_shape)
+    check_int(in_channels, "in_channels")
+    check_int(out_channels, "out_channels")
     return shape
 
 

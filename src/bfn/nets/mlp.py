@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from bfn._checks import check_int
 from bfn.nets.embedding import (
     LabelEmbedding,
     TimeEmbedding,
@@ -61,8 +62,11 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         self.data_shape = check_channels(data_shape, in_channels, out_channels)
-        if depth < 1 or hidden < 1 or time_dim < 1:
-            raise ValueError(f"hidden, depth and time_dim must be >= 1, got {hidden}, {depth}, {time_dim}")
+        hidden, depth, time_dim = (
+            check_int(hidden, "hidden"),
+            check_int(depth, "depth"),
+            check_int(time_dim, "time_dim"),
+        )
         self.in_channels = in_channels
         self.out_channels = out_channels
         num_elements = math.prod(self.data_shape)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bfn._checks import check_int
 from bfn.nets.embedding import (
     LabelEmbedding,
     TimeEmbedding,
@@ -161,8 +162,9 @@ class UNet(nn.Module):
         shape = check_channels(data_shape, in_channels, out_channels)
         if len(shape) != 3:
             raise ValueError(f"UNet needs data_shape (C, H, W), got {data_shape!r}")
-        if not channel_mults or num_res_blocks < 1 or base < 1:
-            raise ValueError("UNet needs base >= 1, num_res_blocks >= 1 and at least one channel multiplier")
+        base, num_res_blocks = check_int(base, "base"), check_int(num_res_blocks, "num_res_blocks")
+        if not channel_mults:
+            raise ValueError("UNet needs at least one channel multiplier")
         self.data_shape = shape
         self.in_channels = in_channels
         self.out_channels = out_channels

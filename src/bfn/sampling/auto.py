@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bfn._checks import MAX_STEPS, check_eta, check_int
 from bfn.flows import flow_type
 from bfn.flows.base import LOGSNR_POWER, SMALL_BUDGET, TIME_POWER, FlowKind, LinearSDE
 from bfn.time import flip_clock
@@ -86,8 +87,7 @@ def resolve_auto(kind: FlowKind, nfe: int, options: Mapping[str, Any]) -> tuple[
     Options given by the caller override the automatic ones (with ``final`` given, the step count follows that
     rule; with an explicit grid tensor, the automatic ``eta`` is dropped); ``ValueError`` for a budget below 1.
     """
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"steps must be an integer >= 1 (network calls with sampler='auto'), got {nfe!r}")
+    nfe = check_int(nfe, "steps (network calls with sampler='auto')", 1, MAX_STEPS)
     name, auto = auto_config(kind, nfe)
     resolved = {**auto, **options}
     if isinstance(resolved.get("grid"), Tensor) and "eta" not in options:
@@ -134,9 +134,7 @@ def logsnr_power_grid(steps: int, eta: float, sde: LinearSDE, power: float) -> T
 
 
 def _check_grid_args(steps: int, eta: float, power: float) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if not 0.0 < eta < 1.0:
-        raise ValueError(f"eta must lie in (0, 1), got {eta!r}")
+    check_int(steps, "steps", 1, MAX_STEPS)
+    check_eta(eta)
     if not power > 0:
         raise ValueError(f"power must be > 0, got {power!r}")

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from torch import Tensor
 
+from bfn._checks import check_eta
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -65,8 +67,8 @@ def _boolean(key: str) -> Check:
 
 
 def _check_eta(value: Any, sampler: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < value < 1.0):
-        raise ValueError(f"eta must lie in (0, 1), got {value!r}")
+    if value is not None:
+        check_eta(value)
 
 
 def _check_h(value: Any, sampler: str) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
+from bfn._checks import check_int
 from bfn.flows import KINDS, FlowKind, flow_type
 from bfn.sampling import discrete, exponential, original
 from bfn.sampling.engine import Method, StepFn
@@ -93,8 +94,7 @@ class SamplerSpec:
         makes fewer calls (10 NFE of ``bfn-solver++2s``: 5 steps, 9 calls). With ``exact=True`` that case is a
         ``ValueError`` instead; so is a budget below one step's cost (``nfe(1, final)``).
         """
-        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-            raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+        nfe = check_int(nfe, "nfe")
         if final not in ("drop", "denoise"):
             raise ValueError(f"final must be 'drop' or 'denoise', got {final!r}")
         if self.nfe(1, final) > nfe:

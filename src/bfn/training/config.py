@@ -10,7 +10,6 @@ description of the data (``"data"``, :func:`data_description`). :func:`check_run
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -33,10 +32,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BETA_1",
+    "DEFAULT_FLOWS",
     "DEFAULT_NETS",
+    "EMA_DECAY",
+    "FLOW_FIELDS",
     "INTEGER_FIELDS",
+    "LR",
     "RESUMABLE_FIELDS",
     "SIGMA_1",
+    "SOURCE_DEFAULTS",
     "TrainConfig",
     "check_amp_device",
     "check_out_folder",
@@ -46,12 +50,15 @@ __all__ = [
     "data_description",
     "data_source",
     "dataset_options",
+    "flow_fields",
+    "flows_taking",
     "is_text",
     "json_safe",
     "label_count",
     "load_bundle",
     "load_run_config",
     "nll_unit",
+    "source_default",
 ]
 
 AmpMode = Literal["off", "bf16", "fp16"]
@@ -88,11 +95,41 @@ DEFAULT_NETS: dict[str, tuple[str, dict[str, Any]]] = {
     "text": ("transformer", {}),
 }
 
-#: default ``sigma_1`` of the continuous and discretised flows per data source (``"default"``: any other source)
+#: default flow (data kind) per data source: 2-D toy points are continuous, text is discrete (characters), and
+#: images (``"default"``: digits, mnist, fashion-mnist, cifar10) are discretised into one bin per grey level
+DEFAULT_FLOWS: dict[str, str] = {
+    "default": "discretised",
+    "toy": "continuous",
+    "text8": "discrete",
+    "kjv": "discrete",
+    "text": "discrete",
+}
+
+#: default ``sigma_1`` of the flows that take one, per data source (``"default"``: any other source); toy data
+#: 0.02, chosen by the sweep in BENCHMARKS.md ("Toy recipes by measurement")
 SIGMA_1: dict[str, float] = {"default": 1e-3, "toy": 0.02}
 
-#: default ``beta_1`` of the discrete flow per data source (``"default"``: any other source, binary images)
+#: default ``beta_1`` of the flows that take one, per data source (``"default"``: any other source, binary images)
 BETA_1: dict[str, float] = {"default": 3.0, "text8": 0.75, "kjv": 0.75, "text": 0.75}
+
+#: default AdamW learning rate per data source; toy data 3e-3 (BENCHMARKS.md, "Toy recipes by measurement")
+LR: dict[str, float] = {"default": 1e-3, "toy": 3e-3}
+
+#: default EMA decay per data source; toy data 0.99 (BENCHMARKS.md, "Toy recipes by measurement")
+EMA_DECAY: dict[str, float] = {"default": 0.999, "toy": 0.99}
+
+#: the :class:`TrainConfig` fields whose ``None`` default :meth:`TrainConfig.resolved` fills from a table per data
+#: source (``sigma_1`` and ``beta_1`` only for a flow that takes them)
+SOURCE_DEFAULTS: dict[str, Mapping[str, Any]] = {
+    "flow": DEFAULT_FLOWS,
+    "sigma_1": SIGMA_1,
+    "beta_1": BETA_1,
+    "lr": LR,
+    "ema_decay": EMA_DECAY,
+}
+
+#: the :class:`TrainConfig` fields that apply to some flows only (:func:`flow_fields`)
+FLOW_FIELDS = ("sigma_1", "num_bins", "beta_1", "binarize")
 
 
 def data_source(data: str) -> str:
@@ -100,12 +137,36 @@ def data_source(data: str) -> str:
     return data.partition(":")[0].strip().lower().replace("_", "-")
 
 
+def source_default(table: Mapping[str, Any], data: str) -> Any:
+    """The entry of a per-source table (:data:`SOURCE_DEFAULTS`) for a data set name, else its ``"default"``."""
+    return table.get(data_source(data), table["default"])
+
+
+def flow_fields(flow: str) -> tuple[str, ...]:
+    """The fields of :data:`FLOW_FIELDS` that apply to the flow of kind ``flow``: its constructor's arguments among
+    them (:meth:`bfn.flows.Flow.config_keys`), and ``binarize`` (dynamic binarisation of images) when its data are
+    class indices (:attr:`bfn.flows.Flow.class_indices`)."""
+    from bfn.flows import flow_type
+
+    cls = flow_type(flow)
+    keys = set(cls.config_keys()) | ({"binarize"} if cls.class_indices else set())
+    return tuple(name for name in FLOW_FIELDS if name in keys)
+
+
+def flows_taking(field_name: str) -> tuple[str, ...]:
+    """The flows (data kinds) that a field of :data:`FLOW_FIELDS` applies to (:func:`flow_fields`)."""
+    from bfn.flows import KINDS
+
+    return tuple(name for name in KINDS if field_name in flow_fields(name))
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on; JSON round-trip with :meth:`to_dict` / :meth:`from_dict`.
 
     ``None`` fields are filled by :meth:`resolved` from the data set and flow (the resolved config is what
-    ``config.json`` stores).
+    ``config.json`` stores): the flow, ``sigma_1`` / ``beta_1``, ``lr`` and ``ema_decay`` from the tables per
+    data source (:data:`SOURCE_DEFAULTS`), the network from :data:`DEFAULT_NETS`.
 
     Attributes:
         data: data set name (``digits``, ``mnist``, ``toy:two_moons``, ``text:PATH``, ...; see :mod:`bfn.data`).
@@ -114,18 +175,22 @@ class TrainConfig:
         seq_len: characters per example for text.
         split_seed: seed of the train/validation split.
         binarize: dynamic binarisation of discrete image data.
-        flow: ``"continuous"``, ``"discretised"`` or ``"discrete"``.
+        flow: ``"continuous"``, ``"discretised"`` or ``"discrete"`` (default by data: toy continuous, text
+            discrete, images discretised; :data:`DEFAULT_FLOWS`).
         sigma_1: continuous/discretised flows: input standard deviation at ``tau = 1`` (default 1e-3; toy data
-            0.02, chosen by the sweep in BENCHMARKS.md, "Against the peers"; :data:`SIGMA_1`).
+            0.02, chosen by the sweep in BENCHMARKS.md, "Toy recipes by measurement"; :data:`SIGMA_1`).
         num_bins: discretised flow: number of bins (default: one per grey level of the data).
         beta_1: discrete flow: final accuracy (default 3.0 for binary data, 0.75 for text; :data:`BETA_1`).
+        The flow-specific fields apply where :func:`flow_fields` says (the flow's constructor arguments).
         net: ``"mlp"``, ``"unet"`` or ``"transformer"`` (default by data: toy/digits MLP, images U-Net, text
             Transformer); net_options: its keyword arguments.
         steps: optimisation steps in total (a resumed run may raise it).
         batch_size: examples per step *per process*; global batch = ``batch_size * world_size``.
-        lr, weight_decay, betas: AdamW. warmup: steps of linear learning-rate warm-up (then constant).
+        lr, weight_decay, betas: AdamW (``lr`` default 1e-3; toy data 3e-3, :data:`LR`). warmup: steps of linear
+            learning-rate warm-up (then constant).
         grad_clip: maximum global gradient norm (``None``: no clipping; the norm is still logged).
-        ema_decay: EMA decay, warmed up as ``min(ema_decay, (1 + step) / (10 + step))``.
+        ema_decay: EMA decay, warmed up as ``min(ema_decay, (1 + step) / (10 + step))`` (default 0.999; toy data
+            0.99, :data:`EMA_DECAY`).
         loss: ``"continuous"`` (``L_inf``) or an integer ``n`` (the n-step loss ``L_n``); validation uses the same.
         val_every: validate (bits/dim with EMA weights) every this many steps and at the end (0: only at the end).
         val_examples: validation examples per evaluation (the first ones of the validation split).
@@ -150,7 +215,7 @@ class TrainConfig:
     seq_len: int = 256
     split_seed: int = 0
     binarize: bool = False
-    flow: str = "discretised"
+    flow: str | None = None
     sigma_1: float | None = None
     num_bins: int | None = None
     beta_1: float | None = None
@@ -158,12 +223,12 @@ class TrainConfig:
     net_options: dict[str, Any] | None = None
     steps: int = 2000
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float | None = None
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
     warmup: int = 100
     grad_clip: float | None = 1.0
-    ema_decay: float = 0.999
+    ema_decay: float | None = None
     loss: str | int = "continuous"
     val_every: int = 500
     val_examples: int = 512
@@ -204,6 +269,11 @@ class TrainConfig:
 
     # ---------------------------------------------------------------------------------------------- checks
     @property
+    def flow_kind(self) -> str:
+        """The flow (data kind) of this config: ``flow``, or the data source's default (:data:`DEFAULT_FLOWS`)."""
+        return self.flow if self.flow is not None else source_default(DEFAULT_FLOWS, self.data)
+
+    @property
     def loss_steps(self) -> int | None:
         """``None`` for the continuous-time loss, else ``n`` of the n-step loss."""
         return None if self.loss == "continuous" else int(self.loss)
@@ -212,11 +282,12 @@ class TrainConfig:
         """Raise ``ValueError`` naming the first invalid field."""
         from bfn.flows import FLOWS
 
-        if self.flow not in FLOWS:
+        if self.flow_kind not in FLOWS:
             raise ValueError(f"flow must be one of {', '.join(FLOWS)}, got {self.flow!r}")
         for name, (low, high) in INTEGER_FIELDS.items():
             check_int(getattr(self, name), name, low, high)
-        if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf:
+        lr = 1.0 if self.lr is None else self.lr
+        if not 0 < lr < math.inf or not 0 <= self.weight_decay < math.inf:
             raise ValueError(
                 f"lr must be a finite number > 0 and weight_decay finite and >= 0, got {self.lr!r}, "
                 f"{self.weight_decay!r}"
@@ -225,18 +296,16 @@ class TrainConfig:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.grad_clip is not None and not 0 < self.grad_clip < math.inf:
             raise ValueError(f"grad_clip must be a finite number > 0 or None (no clipping), got {self.grad_clip!r}")
-        if not 0 <= self.ema_decay < 1:
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
-        if self.loss != "continuous" and (
-            isinstance(self.loss, bool) or not isinstance(self.loss, int) or self.loss < 1
-        ):
-            raise ValueError(f"loss must be 'continuous' or an integer n >= 1 (n-step loss), got {self.loss!r}")
+        if self.loss != "continuous":
+            check_int(self.loss, "loss ('continuous' or the n of the n-step loss)")
         if self.amp not in ("off", "bf16", "fp16"):
             raise ValueError(f"amp must be 'off', 'bf16' or 'fp16', got {self.amp!r}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if self.flow != "discrete" and self.binarize:
-            raise ValueError("binarize applies to the discrete flow only")
+        if self.binarize and "binarize" not in flow_fields(self.flow_kind):
+            raise ValueError(f"binarize applies to the {' and '.join(flows_taking('binarize'))} flow only")
         if not isinstance(self.conditional, bool):
             raise ValueError(f"conditional must be True or False, got {self.conditional!r}")
         if isinstance(self.label_dropout, bool) or not 0 <= self.label_dropout <= 1:
@@ -244,22 +313,26 @@ class TrainConfig:
         self._validate_parts()
 
     def _validate_parts(self) -> None:
-        """The flow's and the network's own checks, without building either (``ValueError`` naming the field)."""
-        from bfn.flows import ContinuousFlow, DiscreteFlow, DiscretisedFlow
+        """The flow's and the network's own checks, before any data (``ValueError`` naming the field): the flow's
+        constructor checks the flow fields given (those that apply to it) on a small flow of its kind."""
+        from bfn.flows import flow_type
         from bfn.nets import check_net_options
 
-        if self.sigma_1 is not None and self.flow != "discrete":
-            ContinuousFlow(self.sigma_1)
-        if self.beta_1 is not None and self.flow == "discrete":
-            DiscreteFlow(2, self.beta_1)
-        if self.num_bins is not None and self.flow == "discretised":
-            DiscretisedFlow(self.num_bins)
+        applies = flow_fields(self.flow_kind)
+        given = {name: getattr(self, name) for name in applies if name != "binarize"}
+        given = {name: value for name, value in given.items() if value is not None}
+        if given:
+            example = flow_type(self.flow_kind).for_data(num_levels=2)
+            type(example)(**{**example.config(), **given})
         if self.net is not None:
             check_net_options(self.net, self.net_options or {})
 
     # ---------------------------------------------------------------------------------------------- defaults
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` default filled in for this data set and flow (what ``config.json`` stores).
+
+        The flow, ``lr`` and ``ema_decay`` come from the tables per data source (:data:`SOURCE_DEFAULTS`), and so
+        do ``sigma_1`` / ``beta_1`` where the flow takes them (:func:`flow_fields`).
 
         ``num_bins`` stays ``None`` for discretised data when the data set's own level count applies; the model
         section of ``config.json`` records the value used.
@@ -274,17 +347,17 @@ class TrainConfig:
                 changes["net_options"] = dict(options)
         if self.net_options is None and "net_options" not in changes:
             changes["net_options"] = {}
-        if self.flow in ("continuous", "discretised") and self.sigma_1 is None:
-            changes["sigma_1"] = SIGMA_1.get(source, SIGMA_1["default"])
-        if self.flow == "discrete" and self.beta_1 is None:
-            changes["beta_1"] = BETA_1.get(source, BETA_1["default"])
+        applies = flow_fields(self.flow_kind)
+        for name, table in SOURCE_DEFAULTS.items():
+            if getattr(self, name) is None and (name not in FLOW_FIELDS or name in applies):
+                changes[name] = source_default(table, self.data)
         return self.replace(**changes) if changes else self.replace()
 
     # ---------------------------------------------------------------------------------------------- model
     def flow_for(self, bundle: DataBundle) -> Flow:
         """The flow of this (resolved) config for its data: the flow's constructor arguments among ``sigma_1``,
         ``beta_1`` (from the config) and ``num_bins``, ``num_classes`` (from the data)."""
-        from bfn.flows import FLOWS
+        from bfn.flows import flow_type
 
         values = {
             "sigma_1": self.sigma_1,
@@ -292,8 +365,9 @@ class TrainConfig:
             "num_bins": bundle.num_bins,
             "num_classes": bundle.num_classes,
         }
-        accepted = inspect.signature(FLOWS[self.flow]).parameters
-        return FLOWS[self.flow](**{k: v for k, v in values.items() if k in accepted and v is not None})
+        cls = flow_type(self.flow_kind)
+        accepted = cls.config_keys()
+        return cls(**{k: v for k, v in values.items() if k in accepted and v is not None})
 
     def model_config(self, bundle: DataBundle) -> ModelConfig:
         """The model section of ``config.json`` (flow, data shape, network) for this resolved config and its data.
@@ -349,7 +423,7 @@ def dataset_options(config: TrainConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`bfn.data.load_dataset` for a config (split, sequence length, bins,
     binarisation, root and the extra ``data_options``)."""
     kwargs: dict[str, Any] = dict(config.data_options)
-    if config.flow == "discretised":
+    if "num_bins" in flow_fields(config.flow_kind):
         kwargs["num_bins"] = config.num_bins
     if config.data_root is not None:
         kwargs["root"] = config.data_root
@@ -360,7 +434,7 @@ def load_bundle(config: TrainConfig) -> DataBundle:
     """Load the data set of a (resolved) config."""
     from bfn.data import load_dataset
 
-    return load_dataset(config.data, config.flow, **dataset_options(config))  # type: ignore[arg-type]
+    return load_dataset(config.data, config.flow_kind, **dataset_options(config))  # type: ignore[arg-type]
 
 
 def check_run_config(config: TrainConfig, overwrite: bool = False) -> None:
@@ -373,7 +447,7 @@ def check_run_config(config: TrainConfig, overwrite: bool = False) -> None:
     from bfn.data import check_dataset
 
     config.validate()
-    check_dataset(config.data, config.flow, **dataset_options(config))  # type: ignore[arg-type]
+    check_dataset(config.data, config.flow_kind, **dataset_options(config))  # type: ignore[arg-type]
     check_amp_device(config.amp, pick_device(config.device, 0))
     if config.resume:
         check_resumable(load_run_config(config.out), config.resolved())

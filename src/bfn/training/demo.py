@@ -86,14 +86,14 @@ def run_demo(
     model = result.ema_model.eval()
     bundle = load_bundle(result_config := config.resolved())
     test_bpd = evaluate_nll(model, bundle.test, steps=result_config.loss_steps, seed=config.seed)
-    metric = quality_metric(result_config.data, bundle, model.flow.kind, seed=config.seed) if metric_samples else None
+    metric = quality_metric(result_config.data, bundle, model.flow, seed=config.seed) if metric_samples else None
     rows, grids = [], []
     for name in DEMO_SAMPLERS:
         row = quality_row(model, name, nfe, max(num_samples, metric_samples), config.seed, metric)
         generator = torch.Generator(device=model.device).manual_seed(derive_seed(config.seed, "demo", name))
         shown = model.sample(num_samples, sampler=name, steps=row["steps"], generator=generator)
         rows.append(row)
-        grids.append(image_grid(to_images(shown.samples, model.flow.kind)))
+        grids.append(image_grid(to_images(shown.samples, model.flow)))
         scored = f", {metric.name} {format_score(metric.name, row['score'])}" if metric else ""
         log(f"{name}: {row['steps']} steps, {row['nfe']} NFE{scored}")
     image = _side_by_side(grids, rows, metric.name if metric else None, run_dir / "demo.png")

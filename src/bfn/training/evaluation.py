@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from bfn.data import DataBundle
+    from bfn.flows import Flow
 
 __all__ = [
     "EvalReport",
@@ -113,10 +114,8 @@ class QualityMetric:
     higher_is_better: bool = False
 
 
-def quality_metric(
-    data: str, bundle: DataBundle, kind: str, num_classes: int | None = None, seed: int = 0
-) -> QualityMetric | None:
-    """The sample-quality metric for a data set, or ``None`` when there is none.
+def quality_metric(data: str, bundle: DataBundle, flow: Flow, seed: int = 0) -> QualityMetric | None:
+    """The sample-quality metric for a data set and the flow of the model whose samples it scores, or ``None``.
 
     * ``digits`` images: FID-digits (:func:`bfn.metrics.image_fid` on the shipped digits classifier's features)
       against the training split; ``mnist`` / ``fashion-mnist``: FID-<name> with a classifier trained on the
@@ -147,16 +146,14 @@ def quality_metric(
         subset = Subset(bundle.train, range(count))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            reference = to_images(torch.stack([subset[i] for i in range(count)]), kind, num_classes)
+            reference = to_images(torch.stack([subset[i] for i in range(count)]), flow)
         if source == "digits":
             extractor = load_feature_extractor("digits")
         else:
             if bundle.labels is None:
                 return None
             extractor = load_feature_extractor(source, images=reference, labels=bundle.labels["train"][:count])
-        return QualityMetric(
-            f"FID-{source}", lambda s: image_fid(to_images(s, kind, num_classes), reference, extractor)
-        )
+        return QualityMetric(f"FID-{source}", lambda s: image_fid(to_images(s, flow), reference, extractor))
     return None
 
 
@@ -293,7 +290,7 @@ def evaluate_run(
         report.pf_ode_bpd = _pf_ode_bpd(model, dataset, count, seed, log=log)
         log(f"{split} NLL (PF-ODE, {count} examples): {report.pf_ode_bpd:.4f} {unit}")
     if samplers:
-        metric = quality_metric(config.data, bundle, model.flow.kind, getattr(model.flow, "num_classes", None), seed)
+        metric = quality_metric(config.data, bundle, model.flow, seed)
         report.metric = metric.name if metric else None
         report.higher_is_better = metric.higher_is_better if metric else False
         budgets = nfes or [10]

@@ -5,19 +5,21 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from bfn.flows import Flow
+
 __all__ = ["image_grid", "natural_suffix", "to_images", "write_samples"]
 
 
-def to_images(samples: Tensor, kind: str, num_classes: int | None = None) -> Tensor:
-    """Image samples as floats in [-1, 1]: continuous/discretised unchanged; class indices ``k`` to ``2k/(K-1) - 1``."""
-    if kind == "discrete":
-        k = max((num_classes or 2) - 1, 1)
-        return samples.to(torch.float32) * (2.0 / k) - 1.0
-    return samples.to(torch.float32).clamp(-1.0, 1.0)
+def to_images(samples: Tensor, flow: Flow) -> Tensor:
+    """Image samples (or data) of ``flow`` as float32 in [-1, 1]: ``2 u - 1`` of the flow's display intensity
+    ``u = flow.to_unit(samples)`` (:meth:`bfn.flows.Flow.to_unit`; class indices ``k`` become ``2k/(K-1) - 1``)."""
+    return flow.to_unit(samples).to(torch.float32) * 2.0 - 1.0
 
 
 def image_grid(images: Tensor, columns: int | None = None, pad: int = 1) -> Tensor:
@@ -70,10 +72,13 @@ def _save_scatter(points: Tensor, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def natural_suffix(kind: str, data_shape: tuple[int, ...], text: bool = False) -> str:
-    """The file suffix samples of this data are written with: ``.png`` (images, 2-D points), ``.txt``, ``.pt``."""
+def natural_suffix(flow: Flow | type[Flow], data_shape: tuple[int, ...], text: bool = False) -> str:
+    """The file suffix samples of this data are written with: ``.png`` (images, 2-D points), ``.txt``, ``.pt``.
+
+    2-D points are two real coordinates, so a flow whose data are class indices (``flow.class_indices``) never has
+    them."""
     image = len(data_shape) == 3 and data_shape[0] in (1, 3)
-    points = tuple(data_shape) == (2,) and kind != "discrete"
+    points = tuple(data_shape) == (2,) and not flow.class_indices
     return ".png" if image or points else ".txt" if text else ".pt"
 
 
@@ -81,9 +86,8 @@ def write_samples(
     samples: Tensor,
     path: str | os.PathLike[str],
     *,
-    kind: str,
+    flow: Flow,
     data_shape: tuple[int, ...],
-    num_classes: int | None = None,
     text: bool = False,
     title: str = "",
     columns: int | None = None,
@@ -91,8 +95,8 @@ def write_samples(
     """Write samples in the format their data and ``path``'s suffix call for; returns the path written.
 
     * ``.pt``: the raw tensor (``torch.save``), for any data.
-    * images (``data_shape = (C, H, W)``, C = 1 or 3): a PNG grid (``.png``; discrete classes map to grey levels)
-      with ``columns`` images per row (default: a square).
+    * images (``data_shape = (C, H, W)``, C = 1 or 3): a PNG grid (``.png``; ``flow.to_unit`` gives the grey
+      levels, so classes map to evenly spaced ones) with ``columns`` images per row (default: a square).
     * text: one sample per line (``.txt``).
     * 2-D points: a PNG scatter plot.
     * anything else: the raw tensor.
@@ -102,7 +106,7 @@ def write_samples(
     """
     path = Path(path)
     image = len(data_shape) == 3 and data_shape[0] in (1, 3)
-    natural = natural_suffix(kind, data_shape, text)
+    natural = natural_suffix(flow, data_shape, text)
     if not path.suffix:
         path = path.with_suffix(natural)
     suffix = path.suffix.lower()
@@ -120,7 +124,7 @@ def write_samples(
         lines = decode_text(samples.reshape(samples.shape[0], -1))
         path.write_text("\n".join(lines) + "\n")
     elif image:
-        _save_image(image_grid(to_images(samples, kind, num_classes), columns), path)
+        _save_image(image_grid(to_images(samples, flow), columns), path)
     else:
         _save_scatter(samples, path, title)
     return path
