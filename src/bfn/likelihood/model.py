@@ -53,7 +53,7 @@ from bfn.likelihood.options import (
 )
 from bfn.likelihood.pf_ode import ODELogDensity, ScoreFn, pf_ode_logp
 from bfn.likelihood.wkb import WKBResult, check_wkb_dim, wkb_first_order
-from bfn.model import BFN
+from bfn.model import BFN, bits_per_dim
 from bfn.sampling.engine import Predictor, score_from_prediction
 
 
@@ -80,7 +80,7 @@ class LikelihoodResult:
     @property
     def bits_per_dim(self) -> Tensor:
         """``nll / (num_dims ln 2)``: bits per data element (bits per character for text)."""
-        return self.nll / (self.num_dims * math.log(2.0))
+        return bits_per_dim(self.nll, self.num_dims)
 
 
 # ----------------------------------------------------------------------------------------------- the BFN score

@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from bfn._checks import MAX_REPEATS, MAX_STEPS, check_bool, check_int, check_real
+from bfn._checks import MAX_REPEATS, MAX_STEPS, check_bool, check_eta, check_int, check_real
 from bfn.flows.base import Flow
 from bfn.likelihood.sdes import GaussianPrior
 
@@ -132,7 +132,7 @@ class StartOptions:
 
     def __post_init__(self) -> None:
         if self.eta is not None:
-            _set(self, "eta", check_real(self.eta, "StartOptions.eta", 0.0, 1.0, low_open=True, high_open=True))
+            _set(self, "eta", check_eta(self.eta, "StartOptions.eta"))
         if not callable(self.prior) and not (isinstance(self.prior, str) and self.prior == "gaussian"):
             raise ValueError(
                 f"StartOptions.prior must be 'gaussian' or a callable log-density of the state, got {self.prior!r}"
