@@ -173,10 +173,12 @@ def score(config: TrainConfig, num: int, val_examples: int, final: bool) -> dict
 
 def markdown(results: Mapping[str, Any]) -> str:
     """The tables of ``text_recipes.md``."""
-    lines = [
-        "| point | steps | train time (s) | steps/s | val bits/char | spelling @20 NFE, draw (%) | mode (%) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
+    lines = []
+    if results["points"]:
+        lines += [
+            "| point | steps | train time (s) | steps/s | val bits/char | spelling @20 NFE, draw (%) | mode (%) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
     for name, res in results["points"].items():
         lines.append(
             f"| {name} | {res['step']} | {res['train_seconds']:.0f} | {res['steps_per_second']:.2f} | "
@@ -184,7 +186,12 @@ def markdown(results: Mapping[str, Any]) -> str:
         )
     final = results.get("final")
     if final:
-        lines += ["", f"Final run ({final['step']} steps): test {final['test_bpc']:.3f} bits/char.", ""]
+        lines += [
+            "",
+            f"Final run ({final['step']} steps, {final['train_seconds']:.0f} s): test {final['test_bpc']:.3f} "
+            f"bits/char, validation {final['val_bpc']:.3f}; spelling accuracy (%) against NFE:",
+            "",
+        ]
         lines += ["| sampler \\ NFE | " + " | ".join(map(str, NFE_GRID)) + " |", "|---" * (len(NFE_GRID) + 1) + "|"]
         for label, row in final["spelling_vs_nfe"].items():
             lines.append(f"| `{label}` | " + " | ".join(f"{row[str(n)]:.1f}" for n in NFE_GRID) + " |")
