@@ -72,7 +72,8 @@ SWEEP: dict[str, dict[str, Any]] = {
 BUDGET_STEPS = 10500
 """The 45-minute CPU budget in steps: 3000 steps of the baseline take 11 minutes at 2 threads (BENCHMARKS.md, "KJV
 text"), i.e. 0.22 s per step with validation and checkpoints, and the local convolutions of the recipe make a step
-1.14x as long (interleaved timing, one thread), 0.25 s: 2700 s / 0.25 s = 10,800 steps, rounded down."""
+1.14-1.16x as long (interleaved timings at one and two threads), 0.255 s: 2700 s / 0.255 s = 10,600 steps, rounded
+down."""
 
 RECIPE: dict[str, Any] = {
     **BASELINE,
