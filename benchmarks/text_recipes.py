@@ -147,12 +147,13 @@ def score(config: TrainConfig, num: int, val_examples: int, final: bool) -> dict
     model = bfn.BFN.from_pretrained(run)
     bundle = load_bundle(config)
     rows = read_log(run / "log.csv")
+    step, seconds = int(rows[-1]["step"]), float(rows[-1]["time"])  # type: ignore[arg-type]
     res: dict[str, Any] = {
-        "step": int(rows[-1]["step"]),  # type: ignore[arg-type]
-        "train_seconds": round(float(rows[-1]["time"]), 1),  # type: ignore[arg-type]
+        "step": step,
+        "train_seconds": round(seconds, 3),
+        "steps_per_second": round(step / seconds, 3) if seconds > 0 else None,  # a tiny run can log 0.000 s
         "val_bpc": round(evaluate_nll(model, bundle.val, max_examples=val_examples, seed=SEED, samples=2), 4),
     }
-    res["steps_per_second"] = round(res["step"] / res["train_seconds"], 3)
     for label, options in (("spelling_draw", {}), ("spelling_mode", {"mode": True})):
         value, _, texts = spelling(model, "auto", SPELLING_NFE, num, **options)
         res[label], res[label + "_samples"] = round(value, 1), texts
@@ -182,7 +183,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         ]
     for name, res in results["points"].items():
         lines.append(
-            f"| {name} | {res['step']} | {res['train_seconds']:.0f} | {res['steps_per_second']:.2f} | "
+            f"| {name} | {res['step']} | {res['train_seconds']:.0f} | {_rate(res['steps_per_second'])} | "
             f"{res['val_bpc']:.3f} | {res['spelling_draw']:.1f} | {res['spelling_mode']:.1f} |"
         )
     final = results.get("final")
@@ -199,6 +200,10 @@ def markdown(results: Mapping[str, Any]) -> str:
         lines += ["", "Samples (auto, 20 NFE, final draw):", ""]
         lines += [f"    {text}" for text in final["spelling_draw_samples"]]
     return "\n".join(lines) + "\n"
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
