@@ -5,6 +5,7 @@ Usage::
     python benchmarks/text_infilling.py                          # KJV (Debian bible-kjv), CPU-sized model
     python benchmarks/text_infilling.py --data text:FILE         # any text file instead
     python benchmarks/text_infilling.py --quick                  # a smoke run (seconds)
+    python benchmarks/text_infilling.py --run RUN                # an existing training run (e.g. the text recipe's)
 
 Trains (or reuses) a discrete BFN on the text (a Transformer of width 128, depth 3, sequences of 64 characters,
 ``bfn train --data kjv --flow discrete --seq-len 64 --net transformer``) into ``runs/bench/infill/<name>``, then
@@ -29,7 +30,7 @@ import torch
 
 import bfn
 from bfn.checkpoint import find_checkpoint
-from bfn.training import TrainConfig, load_bundle, read_log, train
+from bfn.training import TrainConfig, load_bundle, load_run_config, read_log, train
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("certain", "replace", "ignore")
@@ -74,11 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs/bench/infill"), help="run folders")
     parser.add_argument("--quick", action="store_true", help="a tiny model (smoke run)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--run", type=Path, help="evaluate this training run folder instead of training one")
+    parser.add_argument("--suffix", default="", help="results file text_infilling<SUFFIX>.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    name = args.data.replace(":", "-").replace("/", "_")
-    out = args.runs / ("quick-" + name if args.quick else name)
-    config = config_for(args.data, out, 3 if args.quick else args.steps, args.quick)
+    if args.run is not None:
+        out, config = args.run, load_run_config(args.run)
+        args.data = config.data
+    else:
+        name = args.data.replace(":", "-").replace("/", "_")
+        out = args.runs / ("quick-" + name if args.quick else name)
+        config = config_for(args.data, out, 3 if args.quick else args.steps, args.quick)
     if find_checkpoint(out) is None:
         print(f"training on {args.data}: {config.steps} steps into {out}", flush=True)
         train(config)
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {pattern} | {sampler} | {res.nfe} | " + " | ".join(cells) + " |")
                 print(lines[-1], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    target = RESULTS / ("text_infilling_quick.md" if args.quick else "text_infilling.md")
+    target = RESULTS / f"text_infilling{'_quick' if args.quick else ''}{args.suffix}.md"
     target.write_text("\n".join(lines) + "\n")
     print(f"wrote {target}")
     return 0

@@ -194,3 +194,23 @@ def test_peers_toy_scores_count_off_manifold_points() -> None:
     assert scores["off_manifold"] == pytest.approx(0.25)
     assert scores["coverage"] == pytest.approx(0.75)  # (1, 1) has no sample within 0.05
     assert scores["regions_lost"] == 1  # no sample is nearest to (1, 1)
+
+
+def test_text_recipes_quick(tmp_path: Path) -> None:
+    text = tmp_path / "text.txt"
+    words = "in the beginning god created the heaven and the earth and the earth was without form and void "
+    text.write_text(words * 40)
+    recipes = _load("text_recipes")
+    argv = ["--quick", "--threads", "1", "--data", f"text:{text}", "--runs", str(tmp_path / "runs")]
+    assert recipes.main([*argv, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "text_recipes_quick.json").read_text())
+    assert set(result["points"]) == set(recipes.SWEEP)
+    for res in [*result["points"].values(), result["final"]]:
+        assert res["step"] == 3 and math.isfinite(res["val_bpc"]) and 0 <= res["spelling_draw"] <= 100
+    table = result["final"]["spelling_vs_nfe"]
+    assert set(table) == {s + (" (mode)" if o.get("mode") else "") for s, o in recipes.SOLVERS}
+    assert all(set(row) == {str(n) for n in recipes.NFE_GRID} for row in table.values())
+    assert result["recipe"]["net_options"]["conv_kernel"] > 0  # the quick run uses the recipe's network
+    assert "Final run" in (tmp_path / "text_recipes_quick.md").read_text()
+    # a second call reuses the finished runs instead of training again
+    assert recipes.main([*argv, "--out", str(tmp_path), "--only", "final"]) == 0

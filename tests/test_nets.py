@@ -138,6 +138,35 @@ def test_batch_elements_are_independent() -> None:
     torch.testing.assert_close(net(x, t)[1:2], net(x[1:2], t[1:2]), rtol=1e-4, atol=1e-5)
 
 
+def test_transformer_conv_kernel_sees_neighbours_only_within_its_reach() -> None:
+    # one block, no attention reach: with conv_kernel=3 and depth=1, before attention a token's features depend only on
+    # itself and its two neighbours; check the local path by zeroing the attention and MLP outputs
+    torch.manual_seed(0)
+    net = Transformer((16,), 27, 27, width=32, depth=1, heads=4, conv_kernel=3)
+    nn.init.normal_(net.head.weight)
+    block = net.blocks[0]
+    for layer in (block.attn.proj, block.mlp[2]):
+        nn.init.zeros_(layer.weight), nn.init.zeros_(layer.bias)
+    x = random_inputs((16,), 27, batch=1)
+    y = x.clone()
+    y[0, 8] = torch.softmax(torch.randn(27), dim=-1)  # change the belief at position 8 only
+    changed = (net(x, torch.tensor([0.5])) - net(y, torch.tensor([0.5]))).abs().sum(-1)[0] > 0
+    # input conv (reach 1) then the block's depthwise conv (reach 1): positions 6..10
+    assert changed.nonzero().flatten().tolist() == [6, 7, 8, 9, 10]
+
+
+def test_transformer_conv_kernel_option() -> None:
+    net = build_net("transformer", (16,), 27, 27, width=32, depth=2, heads=4, conv_kernel=5)
+    out = net(random_inputs((16,), 27), torch.rand(3))
+    assert out.shape == (3, 16, 27) and torch.count_nonzero(out) == 0
+    assert all(block.local is not None for block in net.blocks)
+    plain = build_net("transformer", (16,), 27, 27, width=32, depth=2, heads=4)
+    assert all(block.local is None for block in plain.blocks) and isinstance(plain.in_proj, nn.Linear)
+    for bad in (-1, 2, 4):
+        with pytest.raises(ValueError, match="conv_kernel"):
+            build_net("transformer", (16,), 27, 27, width=32, depth=1, heads=4, conv_kernel=bad)
+
+
 @pytest.mark.parametrize(
     ("name", "shape", "cin", "bad"),
     [("mlp", (2,), 1, (3, 2, 1)), ("unet", (1, 8, 8), 2, (3, 1, 8, 8)), ("transformer", (16,), 27, (3, 16, 26))],
