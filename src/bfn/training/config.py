@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from bfn.flows import Flow
 
 __all__ = [
+    "BATCH_SIZE",
     "BETA_1",
     "DEFAULT_FLOWS",
     "DEFAULT_NETS",
@@ -39,8 +40,10 @@ __all__ = [
     "INTEGER_FIELDS",
     "LR",
     "RESUMABLE_FIELDS",
+    "SEQ_LEN",
     "SIGMA_1",
     "SOURCE_DEFAULTS",
+    "STEPS",
     "TrainConfig",
     "check_amp_device",
     "check_out_folder",
@@ -90,9 +93,9 @@ DEFAULT_NETS: dict[str, tuple[str, dict[str, Any]]] = {
     "mnist": ("unet", {}),
     "fashion-mnist": ("unet", {}),
     "cifar10": ("unet", {}),
-    "text8": ("transformer", {}),
-    "kjv": ("transformer", {}),
-    "text": ("transformer", {}),
+    "text8": ("transformer", {"conv_kernel": 5}),
+    "kjv": ("transformer", {"width": 128, "depth": 3, "heads": 4, "conv_kernel": 5}),
+    "text": ("transformer", {"conv_kernel": 5}),
 }
 
 #: default flow (data kind) per data source: 2-D toy points are continuous, text is discrete (characters), and
@@ -118,10 +121,23 @@ LR: dict[str, float] = {"default": 1e-3, "toy": 3e-3}
 #: default EMA decay per data source; toy data 0.99 (BENCHMARKS.md, "Toy recipes by measurement")
 EMA_DECAY: dict[str, float] = {"default": 0.999, "toy": 0.99}
 
+#: default optimisation steps per data source; KJV text 10,500 (the 45-minute CPU budget of the text recipe,
+#: BENCHMARKS.md "Text recipe")
+STEPS: dict[str, int] = {"default": 2000, "kjv": 10_500}
+
+#: default batch size (per process) per data source; KJV text 64 (BENCHMARKS.md, "Text recipe")
+BATCH_SIZE: dict[str, int] = {"default": 128, "kjv": 64}
+
+#: default characters per example of text sources; KJV text 64 (BENCHMARKS.md, "Text recipe")
+SEQ_LEN: dict[str, int] = {"default": 256, "kjv": 64}
+
 #: the :class:`TrainConfig` fields whose ``None`` default :meth:`TrainConfig.resolved` fills from a table per data
 #: source (``sigma_1`` and ``beta_1`` only for a flow that takes them)
 SOURCE_DEFAULTS: dict[str, Mapping[str, Any]] = {
     "flow": DEFAULT_FLOWS,
+    "seq_len": SEQ_LEN,
+    "steps": STEPS,
+    "batch_size": BATCH_SIZE,
     "sigma_1": SIGMA_1,
     "beta_1": BETA_1,
     "lr": LR,
@@ -165,14 +181,15 @@ class TrainConfig:
     """Everything a training run depends on; JSON round-trip with :meth:`to_dict` / :meth:`from_dict`.
 
     ``None`` fields are filled by :meth:`resolved` from the data set and flow (the resolved config is what
-    ``config.json`` stores): the flow, ``sigma_1`` / ``beta_1``, ``lr`` and ``ema_decay`` from the tables per
-    data source (:data:`SOURCE_DEFAULTS`), the network from :data:`DEFAULT_NETS`.
+    ``config.json`` stores): the flow, ``seq_len``, ``steps``, ``batch_size``, ``sigma_1`` / ``beta_1``, ``lr``
+    and ``ema_decay`` from the tables per data source (:data:`SOURCE_DEFAULTS`), the network from
+    :data:`DEFAULT_NETS`. KJV text defaults to the text recipe measured in BENCHMARKS.md ("Text recipe").
 
     Attributes:
         data: data set name (``digits``, ``mnist``, ``toy:two_moons``, ``text:PATH``, ...; see :mod:`bfn.data`).
         data_root: directory or file of a source that reads files (instead of ``NAME:PATH``).
         data_options: extra loader options (``val_size``; ``num_train``/``num_val``/``num_test`` for toy data).
-        seq_len: characters per example for text.
+        seq_len: characters per example for text (default 256; KJV 64; :data:`SEQ_LEN`).
         split_seed: seed of the train/validation split.
         binarize: dynamic binarisation of discrete image data.
         flow: ``"continuous"``, ``"discretised"`` or ``"discrete"`` (default by data: toy continuous, text
@@ -184,8 +201,9 @@ class TrainConfig:
         The flow-specific fields apply where :func:`flow_fields` says (the flow's constructor arguments).
         net: ``"mlp"``, ``"unet"`` or ``"transformer"`` (default by data: toy/digits MLP, images U-Net, text
             Transformer); net_options: its keyword arguments.
-        steps: optimisation steps in total (a resumed run may raise it).
-        batch_size: examples per step *per process*; global batch = ``batch_size * world_size``.
+        steps: optimisation steps in total (a resumed run may raise it; default 2000, KJV 10,500; :data:`STEPS`).
+        batch_size: examples per step *per process*; global batch = ``batch_size * world_size`` (default 128, KJV
+            64; :data:`BATCH_SIZE`).
         lr, weight_decay, betas: AdamW (``lr`` default 1e-3; toy data 3e-3, :data:`LR`). warmup: steps of linear
             learning-rate warm-up (then constant).
         grad_clip: maximum global gradient norm (``None``: no clipping; the norm is still logged).
@@ -212,7 +230,7 @@ class TrainConfig:
     data: str = "digits"
     data_root: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
-    seq_len: int = 256
+    seq_len: int | None = None
     split_seed: int = 0
     binarize: bool = False
     flow: str | None = None
@@ -221,8 +239,8 @@ class TrainConfig:
     beta_1: float | None = None
     net: str | None = None
     net_options: dict[str, Any] | None = None
-    steps: int = 2000
-    batch_size: int = 128
+    steps: int | None = None
+    batch_size: int | None = None
     lr: float | None = None
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
@@ -285,7 +303,8 @@ class TrainConfig:
         if self.flow_kind not in FLOWS:
             raise ValueError(f"flow must be one of {', '.join(FLOWS)}, got {self.flow!r}")
         for name, (low, high) in INTEGER_FIELDS.items():
-            check_int(getattr(self, name), name, low, high)
+            if getattr(self, name) is not None or name not in SOURCE_DEFAULTS:
+                check_int(getattr(self, name), name, low, high)
         lr = 1.0 if self.lr is None else self.lr
         if not 0 < lr < math.inf or not 0 <= self.weight_decay < math.inf:
             raise ValueError(
