@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bfn._checks import check_int
 from bfn.nets.embedding import (
     LabelEmbedding,
     TimeEmbedding,
@@ -133,8 +134,7 @@ class Transformer(nn.Module):
     ) -> None:
         super().__init__()
         self.data_shape = check_channels(data_shape, in_channels, out_channels)
-        if depth < 1 or width < 1:
-            raise ValueError(f"width and depth must be >= 1, got {width} and {depth}")
+        width, depth = check_int(width, "width"), check_int(depth, "depth")
         if conv_kernel < 0 or (conv_kernel and conv_kernel % 2 == 0):
             raise ValueError(f"conv_kernel must be 0 (no convolutions) or an odd number >= 1, got {conv_kernel}")
         self.in_channels = in_channels
