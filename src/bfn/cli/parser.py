@@ -17,8 +17,9 @@ from typing import Any
 
 from bfn._checks import check_int
 from bfn.flows import KINDS
-from bfn.training.config import BETA_1, DEFAULT_NETS, SIGMA_1, SOURCE_DEFAULTS, config_default, flows_taking
+from bfn.training.config import config_default
 from bfn.training.demo import DEMO_STEPS
+from bfn.training.recipes import BETA_1, DEFAULT_NETS, SIGMA_1, SOURCE_DEFAULTS, flows_taking
 
 __all__ = ["DEFAULT_EVAL_NFE", "DEFAULT_SAMPLE_STEPS", "EXAMPLES", "build_parser"]
 

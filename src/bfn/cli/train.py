@@ -67,7 +67,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
 
 
 def _flow_flags() -> dict[str, tuple[str, tuple[str, ...]]]:
-    from bfn.training.config import FLOW_FIELDS, flows_taking
+    from bfn.training.recipes import FLOW_FIELDS, flows_taking
 
     return {name: (f"--{name.replace('_', '-')}", flows_taking(name)) for name in FLOW_FIELDS}
 
@@ -79,7 +79,7 @@ applies to, :func:`~bfn.training.flows_taking`)."""
 
 def check_flow_flags(args: argparse.Namespace, flow: str) -> None:
     """Refuse flow options given on the command line that the chosen flow would ignore."""
-    from bfn.training.config import flow_fields
+    from bfn.training.recipes import flow_fields
 
     applies = flow_fields(flow)
     for name, (flag, flows) in FLOW_FLAGS.items():

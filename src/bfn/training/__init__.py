@@ -2,8 +2,10 @@
 
 The package, one module per concern (every public name is also importable from ``bfn.training``):
 
-* :mod:`~bfn.training.config`: :class:`TrainConfig`, its defaults per data source and validation, what a run
-  folder's ``config.json`` holds, and the checks made before any work (:func:`check_run_config`);
+* :mod:`~bfn.training.config`: :class:`TrainConfig` and its validation, what a run folder's ``config.json``
+  holds, and the checks made before any work (:func:`check_run_config`);
+* :mod:`~bfn.training.recipes`: the defaults per data source (flow, network, steps, batch, ``sigma_1`` /
+  ``beta_1``, learning rate, EMA), the recipes measured in BENCHMARKS.md;
 * :mod:`~bfn.training.distributed`: :class:`DistContext`, :class:`GlobalBatchSampler`, :class:`GlobalBatchLoss`;
 * :mod:`~bfn.training.loop`: :func:`train`, the :class:`EMA`, signals, progress and checkpoints of a run;
 * :mod:`~bfn.training.logs`: ``log.csv`` and the loss plot;
@@ -41,18 +43,20 @@ and every rank's default-generator state; the data position follows from the ste
 """
 
 from bfn.metrics.distances import sliced_wasserstein
-from bfn.training import config, demo, distributed, evaluation, logs, loop, samples
+from bfn.training import config, demo, distributed, evaluation, logs, loop, recipes, samples
 from bfn.training.config import *  # noqa: F403
 from bfn.training.demo import *  # noqa: F403
 from bfn.training.distributed import *  # noqa: F403
 from bfn.training.evaluation import *  # noqa: F403
 from bfn.training.logs import *  # noqa: F403
 from bfn.training.loop import *  # noqa: F403
+from bfn.training.recipes import *  # noqa: F403
 from bfn.training.samples import *  # noqa: F403
 
 #: every module's public names, and sliced_wasserstein (in bfn.metrics) where it was importable from before
 __all__ = [
     *config.__all__,
+    *recipes.__all__,
     *distributed.__all__,
     *loop.__all__,
     *logs.__all__,
