@@ -75,10 +75,10 @@ def sample(
 
     ``sampler="auto"`` (the default): the library's best measured configuration for the flow's kind, and ``steps``
     is the number of network calls (``out.nfe == steps``, default 20); ``out.sampler``, ``out.steps`` and
-    ``out.options`` say what ran (:func:`bfn.sampling.auto.auto_config`: from ``eta = 1e-4`` on the tuned log-SNR
-    grid, continuous ``bfn-solver++pc`` and discretised ``h-solver`` with ``h = 0.2``, ``order = 3``; up to 6 calls
-    ``bfn-solver++2``; discrete ``bfn-solver3`` on the tuned grid with ``final="denoise"``). Options given with
-    ``"auto"`` override its choices.
+    ``out.options`` say what ran (:func:`bfn.sampling.auto.auto_config`: continuous and discretised
+    ``bfn-solver++pc`` on the tuned grid fitted per budget, from ``eta`` 5e-3 / 1e-3 / 1e-4 as the budget grows;
+    discrete ``bfn-solver3``, from 10 calls the ``h-solver`` with ``h = 0.5``, on the tuned grid with
+    ``final="denoise"``). Options given with ``"auto"`` override its choices.
 
     A named sampler makes ``steps`` steps (default 100); its network calls are ``SAMPLERS[name].nfe(steps, final)``.
 
@@ -103,10 +103,10 @@ def sample(
 
     Options of the solvers (every sampler but ``bfn``):
 
-    * ``grid``: ``"uniform"`` in ``t`` (the paper's), ``"logsnr"`` (uniform in ``lambda``), ``"tuned"`` (continuous:
-      ``lambda`` a power 0.6 of the step index, denser at high signal-to-noise; discrete: uniform in ``t``; see
-      :func:`bfn.sampling.auto.tuned_grid`) or an explicit decreasing tensor of solver times (it must end at 0 for
-      ``final="denoise"``).
+    * ``grid``: ``"uniform"`` in ``t`` (the paper's), ``"logsnr"`` (uniform in ``lambda``; refused for discrete
+      data), ``"tuned"`` (continuous: call points fitted per budget in ``lambda``, :mod:`bfn.sampling.grids`;
+      discrete: BFN time a power 1.4 of the step index; see :func:`bfn.sampling.auto.tuned_grid`) or an explicit
+      decreasing tensor of solver times (it must end at 0 for ``final="denoise"``).
     * ``eta``: the grid runs from ``t = 1 - eta``; default 0.01 (continuous, discretised) and 0.001 (discrete),
       the BFN-Solver protocol values.
     * ``init``: ``"zero"`` (default; ``N(0, sigma_{1-eta}^2 I)``, BFN-Solver ``zero_mean_and_std``), ``"moment"``
