@@ -14,7 +14,9 @@ BENCHMARKS.md, "Solver oracles"):
   sqrt(eta)``, an error no step count removes, so a larger budget needs a smaller ``eta``; but trained networks are
   least accurate near ``tau = 0`` (their data estimate amplifies noise-prediction errors by ``1 / sqrt(gamma)``),
   so a small budget starts later. With at most ``SMALL_BUDGET`` calls no multistep correction ever applies and the
-  run is exactly ``bfn-solver++1``, which is what it reports.
+  run is exactly ``bfn-solver++1``, which is what it reports. Discretised data above ``SMALL_ETA_BUDGET`` calls end
+  with ``final="denoise"`` (a draw from the output distribution at ``tau = 1``): on the exact bin oracle the bin of
+  the mean prediction is biased towards the middle bins (TV 0.049 against 0.024 at 10 calls).
 * discrete data: ``bfn-solver3`` (third-order multistep PF-ODE solver in ``t``) below ``NOISY_BUDGET`` calls, from
   there the path-integral ``h-solver`` with ``h = 0.5``, order 3, whose noise washes out errors of earlier steps
   (on the trained binarised digits the ODE solvers level off at a worse FID); both on the tuned grid from the
@@ -82,9 +84,9 @@ def auto_config(kind: FlowKind, nfe: int) -> tuple[str, dict[str, Any]]:
 
     Continuous and discretised: ``bfn-solver++pc`` on the tuned (fitted) grid with ``final="drop"`` from
     ``eta = continuous_eta(nfe)`` (5e-3 up to 6 calls, 1e-3 up to 14, then 1e-4); up to ``SMALL_BUDGET`` calls that
-    run is ``bfn-solver++1``. Discrete: ``bfn-solver3`` below ``NOISY_BUDGET`` calls, then the ``h-solver``
-    (``h = 0.5``, ``order = 3``), on the tuned grid from ``eta = 1e-3`` with ``final="denoise"``. One call is always
-    one ``final="drop"`` step.
+    run is ``bfn-solver++1``; discretised data above ``SMALL_ETA_BUDGET`` calls end with ``final="denoise"``.
+    Discrete: ``bfn-solver3`` below ``NOISY_BUDGET`` calls, then the ``h-solver`` (``h = 0.5``, ``order = 3``), on
+    the tuned grid from ``eta = 1e-3`` with ``final="denoise"``. One call is always one ``final="drop"`` step.
     """
     if kind == "discrete":
         name, options = _DISCRETE if nfe < NOISY_BUDGET else _DISCRETE_NOISY
@@ -92,6 +94,8 @@ def auto_config(kind: FlowKind, nfe: int) -> tuple[str, dict[str, Any]]:
     else:
         name, options = _CONTINUOUS_SMALL if nfe <= SMALL_BUDGET else _CONTINUOUS
         options = {**options, "eta": continuous_eta(nfe)}
+        if kind == "discretised" and nfe > SMALL_ETA_BUDGET:
+            options["final"] = "denoise"
     if nfe == 1:
         options["final"] = "drop"
     return name, options
