@@ -302,7 +302,10 @@ LOGSNR_SOLVERS: dict[str, tuple[str, ...]] = {
     "discretised": ("bfn-solver++2", "bfn-solver++3", "sde-bfn-solver++2"),
     "discrete": ("bfn-solver2", "bfn-solver3", "sde-bfn-solver2"),
 }
-"""Multistep solvers that the sweep also runs on the time grid uniform in log-SNR (``grid="logsnr"``)."""
+"""Multistep solvers that the sweep also runs on a second grid (:data:`SECOND_GRID`)."""
+
+SECOND_GRID: dict[str, str] = {"continuous": "logsnr", "discretised": "logsnr", "discrete": "tuned"}
+"""The second grid per kind: uniform in log-SNR; for discrete data, which refuses it, the tuned grid."""
 
 
 def sampler_variants(kind: str, logsnr: bool = True) -> list[Variant]:
@@ -311,7 +314,7 @@ def sampler_variants(kind: str, logsnr: bool = True) -> list[Variant]:
     For discrete data the original sampler also appears with ``categorical=False`` (its mean-guess form, which is
     exactly SDE-BFN-Solver1, Xue et al. Prop. 5.3). With ``logsnr`` the main multistep solvers
     (:data:`LOGSNR_SOLVERS`) appear a second time on the grid uniform in log-SNR instead of the paper's grid uniform
-    in ``t``.
+    in ``t`` (discrete data: on the tuned grid, see :data:`SECOND_GRID`).
     """
     out = []
     for name, spec in SAMPLERS.items():
@@ -325,7 +328,8 @@ def sampler_variants(kind: str, logsnr: bool = True) -> list[Variant]:
         if name == "bfn" and kind == "discrete":
             out.append(Variant("bfn (categorical=False)", name, {"categorical": False}))
     if logsnr:
-        out += [Variant(f"{name} (logsnr grid)", name, {"grid": "logsnr"}) for name in LOGSNR_SOLVERS[kind]]
+        grid = SECOND_GRID[kind]
+        out += [Variant(f"{name} ({grid} grid)", name, {"grid": grid}) for name in LOGSNR_SOLVERS[kind]]
     return out
 
 

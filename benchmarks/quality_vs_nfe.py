@@ -12,7 +12,8 @@ sampler makes n + 1 calls in n steps, a single-step solver k (n - 1) + 1; the co
 sampler reports). A combination that cannot make exactly that many calls is skipped and listed; single-step
 solvers are then also run at the nearest lower NFE they can make, reported separately. Every sampler runs with its
 defaults, i.e. the paper's time grid uniform in ``t``; the main multistep solvers run a second time on the grid
-uniform in log-SNR (``grid="logsnr"``; ``--no-logsnr`` leaves those out).
+uniform in log-SNR (``grid="logsnr"``; discrete data, which refuse it, on ``grid="tuned"``; ``--no-logsnr`` leaves
+those out).
 
 Quality: FID-digits (Frechet distance on the features of the digits classifier that ``bfn.metrics`` ships, *not*
 Inception FID) of the samples against the validation + test images, lower is better; spelling accuracy (%) for text,
@@ -415,7 +416,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         xs, ys = [p["nfe"] for p in points], [p["value"] for p in points]
         if label == "bfn":
             ax.plot(xs, ys, "o-", color="black", lw=2.5, label=label, zorder=5)
-        elif "logsnr" in label:
+        elif " grid)" in label:
             ax.plot(xs, ys, marker="x", ms=5, ls="-", lw=1.8, label=label)
         else:
             ax.plot(xs, ys, marker="o", ms=3, ls=styles[index % len(styles)], lw=1.2, label=label)

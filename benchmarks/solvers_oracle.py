@@ -6,6 +6,7 @@ Usage::
     python benchmarks/solvers_oracle.py --full     # more samples (tighter Monte-Carlo floors)
     python benchmarks/solvers_oracle.py --quick    # a smoke run (seconds)
     python benchmarks/solvers_oracle.py --default  # only the default sampler against the floor (100,000 samples)
+    python benchmarks/solvers_oracle.py --user     # discrete: the samples a user gets, every solver (100,000 samples)
 
 Accuracy: every registered sampler runs on exact denoisers (no training) at a budget of NFE network calls; a sampler
 that makes ``k`` calls per step gets as many steps as fit (``nfe <= budget``), the original sampler ``budget - 1``.
@@ -35,6 +36,13 @@ Default against the floor (``--default``; also printed first by the other modes,
 
 For reference the same rows for the paper's protocol presets (``bfn-solver++2``, ``sde-bfn-solver++2``,
 ``bfn-solver2``, ``sde-bfn-solver2`` with their defaults) are printed at the same budgets.
+
+What a user gets (``--user``): on ``table3``, the TV of the samples ``sample`` returns (not of a posterior draw),
+for ``auto`` and every discrete solver with the protocol's defaults (``eta = 1e-3``, uniform grid, ``final="drop"``:
+the argmax of the last ``e_hat``), NFE 5-200, 100,000 samples, seeds 0-2; with the floors of the two decodings
+(exact logits at ``t = 0``, then the per-position argmax of ``e_hat`` or a per-position draw from it, as
+``final="denoise"`` does): the network gives per-position marginals only, and with ``beta_1 = 3`` the final
+logits are still uncertain, so neither decoding reproduces the joint table exactly.
 
 Overhead: the sampler's own cost per network call (flow input map, data prediction, update, noise: everything but the
 network), timed with a free network of the same contract, relative to one call of a small MLP of the contract (width
@@ -276,6 +284,66 @@ def default_table(n: int, nfes: tuple[int, ...], seeds: tuple[int, ...], referen
     print("(each cell: mean error (min-max over the seeds) and its ratio to the mean floor)\n")
 
 
+# ------------------------------------------------------------------------------------------- user view
+def table3_index(samples: Tensor) -> Tensor:
+    """Cell index of samples of shape ``(B, 3)`` in the flattened 27-cell table."""
+    return samples[:, 0] * 9 + samples[:, 1] * 3 + samples[:, 2]
+
+
+def decoding_floors(n: int, seed: int, beta_1: float = 3.0) -> dict[str, float]:
+    """TV of ``n`` exact samples (``mc``), and of exact logits at ``t = 0`` decoded per position by the argmax of the
+    exact ``e_hat`` (``argmax``) or by a draw from it (``draw``), or by a draw from the joint posterior (``joint``)."""
+    g = torch.Generator().manual_seed(20_000 + seed)
+    probs = TABLE3.ravel()
+    x = torch.multinomial(probs, n, replacement=True, generator=g)
+    cells = torch.stack([x // 9, (x // 3) % 3, x % 3], 1)
+    e = torch.nn.functional.one_hot(cells, 3).double()
+    z = beta_1 * (3 * e - 1) + math.sqrt(3 * beta_1) * torch.randn(n, 3, 3, generator=g, dtype=torch.float64)
+    logits = TripleTable(TABLE3)(torch.softmax(z, -1), torch.ones(n, dtype=torch.float64))
+    draws = torch.multinomial(torch.softmax(logits, -1).reshape(-1, 3), 1, generator=g).reshape(n, 3)
+    joint = torch.multinomial(joint_posterior3(z), 1, generator=g).squeeze(-1)
+    return {
+        "mc": tv_of_indices(x, probs),
+        "argmax": tv_of_indices(table3_index(logits.argmax(-1)), probs),
+        "draw": tv_of_indices(table3_index(draws), probs),
+        "joint": tv_of_indices(joint, probs),
+    }
+
+
+def user_table(n: int, nfes: tuple[int, ...], seeds: tuple[int, ...]) -> None:
+    """TV of the returned samples on ``table3`` for ``auto`` and every discrete solver with its defaults."""
+    model = default_oracles()["table3"]
+    print(f"## What a user gets: table3, TV of the returned samples ({n} samples, seeds {list(seeds)})\n")
+    floors = [decoding_floors(n, s) for s in seeds]
+    for key, label in (
+        ("mc", "exact samples (Monte-Carlo floor)"),
+        ("joint", "exact logits at t = 0, joint posterior draw"),
+        ("argmax", "exact logits at t = 0, per-position argmax of e_hat"),
+        ("draw", "exact logits at t = 0, per-position draw from e_hat"),
+    ):
+        v = np.array([f[key] for f in floors])
+        print(f"* {label}: {v.mean():.4f} ({v.min():.4f}-{v.max():.4f})")
+    print("\n| sampler | " + " | ".join(f"NFE {b}" for b in nfes) + " |")
+    print("|---|" + "---|" * len(nfes))
+    names = ["auto", *(name for name, spec in SAMPLERS.items() if "discrete" in spec.kinds)]
+    for name in names:
+        cells = []
+        for budget in nfes:
+            spec = SAMPLERS.get(name)
+            steps = (
+                budget if spec is None else budget - 1 if spec.prior_start else (budget - 1) // spec.nfe_per_step + 1
+            )
+            errs, used = [], 0
+            for seed in seeds:
+                out = sample(model, n, name, steps, torch.Generator().manual_seed(seed))
+                errs.append(tv_of_indices(table3_index(out.samples), TABLE3.ravel()))
+                used = out.nfe
+            e = np.array(errs)
+            cells.append(f"{e.mean():.4f} ({e.min():.4f}-{e.max():.4f})" + ("" if used == budget else f" [{used}]"))
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    print("\n(each cell: mean TV (min-max over the seeds); [k]: the NFE used where the budget does not divide)\n")
+
+
 # ------------------------------------------------------------------------------------------------ overhead
 class MLP(nn.Module):
     """A small time-conditioned MLP of the network contract (flattened input and time in, ``out`` per element)."""
@@ -352,12 +420,16 @@ def main(argv: list[str] | None = None) -> None:
     mode.add_argument("--full", action="store_true", help="200k samples per cell (default 20k)")
     mode.add_argument("--quick", action="store_true", help="smoke run: 500 samples, NFE 5 and 10, short timing")
     mode.add_argument("--default", action="store_true", help="only the default against the floor (100k samples)")
+    mode.add_argument("--user", action="store_true", help="discrete: TV of the returned samples (100k samples)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     n = 200_000 if args.full else 500 if args.quick else 20_000
     nfes = (5, 10) if args.quick else NFES
     if args.default:
         default_table(DEFAULT_SAMPLES, NFES, DEFAULT_SEEDS)
+        return
+    if args.user:
+        user_table(DEFAULT_SAMPLES, NFES, DEFAULT_SEEDS)
         return
     default_table(n, nfes, DEFAULT_SEEDS[:1] if args.quick else DEFAULT_SEEDS, references=False)
 

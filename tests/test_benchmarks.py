@@ -149,9 +149,9 @@ def test_describe_quick(quick_runs: tuple[Path, list[str]], capsys: pytest.Captu
     runs, models = quick_runs
     quality = _load("quality_vs_nfe")
     argv = ["--quick", "--threads", "1", "--runs-dir", str(runs), "--models", models[-1]]
-    assert quality.main([*argv, "--describe", "bfn@5,bfn-solver2:logsnr@5"]) == 0
+    assert quality.main([*argv, "--describe", "bfn@5,bfn-solver2:tuned@5"]) == 0
     out = capsys.readouterr().out
-    assert "bfn @ 5 NFE" in out and "bfn-solver2:logsnr @ 5 NFE" in out
+    assert "bfn @ 5 NFE" in out and "bfn-solver2:tuned @ 5 NFE" in out
 
 
 def test_peers_quick(tmp_path: Path) -> None:

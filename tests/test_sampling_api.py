@@ -510,10 +510,10 @@ def test_invalid_counts_and_generators():
         sample(model, 0, "bfn", steps=2)
     with pytest.raises(ValueError, match=r"torch\.Generator"):
         sample(model, 2, "bfn", steps=2, generator=1234)  # type: ignore[arg-type]
-    from bfn.sampling.api import _check_generator
+    from bfn._checks import check_generator
 
     with pytest.raises(ValueError, match="generator lives on cpu but the model on cuda"):
-        _check_generator(torch.Generator(), torch.device("cuda"))
+        check_generator(torch.Generator(), torch.device("cuda"), owner="the model")
     assert model.net.calls == 0
 
 

@@ -194,7 +194,7 @@ def test_auto_reaches_the_oracle_floor_where_the_paper_preset_does_not():
         cdf = sum(w * norm.cdf((grid - m) / s) for w, m, s in zip(weights, means, stds))
         return float(np.trapezoid(np.abs(np.searchsorted(xs, grid, side="right") / len(xs) - cdf), grid))
 
-    n = 20_000
+    n = 100_000  # at 20,000 samples the Monte-Carlo part of W1 (~0.004) is larger than the sampler's error (~0.003)
     auto = w1(sample(model, n, "auto", 10, torch.Generator().manual_seed(0)).samples)
     paper = w1(sample(model, n, "bfn-solver++2", 10, torch.Generator().manual_seed(0)).samples)
     floor = w1(mixture_sample(n, weights, means, stds, torch.Generator().manual_seed(1)))

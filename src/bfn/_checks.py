@@ -131,8 +131,11 @@ def check_bool(value: Any, name: str) -> bool:
     raise ValueError(f"{name} must be True or False, got {type(value).__name__} {_describe(value)}")
 
 
-def check_generator(generator: Any, device: torch.device | str | None = None, name: str = "generator") -> None:
-    """``generator`` must be ``None`` or a ``torch.Generator`` (on ``device``'s type when given)."""
+def check_generator(
+    generator: Any, device: torch.device | str | None = None, name: str = "generator", owner: str = "the data / model"
+) -> None:
+    """``generator`` must be ``None`` or a ``torch.Generator`` (on ``device``'s type when given; the message names
+    ``owner`` as what lives there)."""
     if generator is None:
         return
     if not isinstance(generator, torch.Generator):
@@ -143,7 +146,7 @@ def check_generator(generator: Any, device: torch.device | str | None = None, na
     gen = generator.device
     if gen.type != device.type or (gen.index is not None and device.index is not None and gen.index != device.index):
         raise ValueError(
-            f"{name} lives on {gen} but the data / model on {device}; create it with torch.Generator(device='{device}')"
+            f"{name} lives on {gen} but {owner} on {device}; create it with torch.Generator(device='{device}')"
         )
 
 

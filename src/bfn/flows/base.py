@@ -13,7 +13,7 @@ import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, get_args
 
@@ -27,13 +27,24 @@ KINDS: tuple[FlowKind, ...] = get_args(FlowKind)
 TunedGrid = Literal["logsnr", "time"]
 
 LOGSNR_POWER = 0.6
-"""Exponent ``p`` of the log-SNR tuned grid ``lambda(u) = lambda_start + (lambda_end - lambda_start) u^p``."""
+"""Exponent ``p`` of the log-SNR grid ``lambda(u) = lambda_start + (lambda_end - lambda_start) u^p`` that the
+log-SNR tuned grid follows above its fitted budgets (:mod:`bfn.sampling.grids`)."""
 
 TIME_POWER = 1.4
 """Exponent ``q`` of the BFN-time tuned grid ``tau(u) = eta + (1 - eta) u^q``."""
 
-SMALL_BUDGET = 6
-"""Budgets up to this many network calls use the small-budget configuration of the Gaussian (mu-state) kinds."""
+SMALL_BUDGET = 2
+"""Budgets up to this many network calls run ``bfn-solver++1`` for the Gaussian (mu-state) kinds: no multistep
+correction applies yet."""
+
+SMALL_ETA_BUDGET = 6
+"""Budgets up to this many calls start the Gaussian kinds at ``eta = 5e-3`` under ``sampler="auto"``."""
+
+MID_ETA_BUDGET = 14
+"""Budgets up to this many calls (above :data:`SMALL_ETA_BUDGET`) start them at ``eta = 1e-3``; larger ones at 1e-4."""
+
+NOISY_BUDGET = 10
+"""From this many calls ``sampler="auto"`` samples discrete data with the ``h-solver`` at ``h = 0.5``."""
 
 
 def as_f64(value: Tensor | float, device: torch.device | str | None = None) -> Tensor:
@@ -102,8 +113,10 @@ class SamplingDefaults:
             ``tau = 0`` the continuous data estimate amplifies noise-prediction errors by ``1 / sqrt(gamma)``).
         auto: the configurations of ``sampler="auto"`` (:mod:`bfn.sampling.auto`), in order: the first whose
             ``max_nfe`` admits the budget runs (the last one admits any).
-        tuned_grid: the variable of ``grid="tuned"``: ``"logsnr"`` (half log-SNR a power of the step index) or
-            ``"time"`` (BFN time a power of the step index); see :func:`bfn.sampling.auto.tuned_grid`.
+        tuned_grid: the variable of ``grid="tuned"``: ``"logsnr"`` (call points in half log-SNR fitted per budget,
+            :func:`bfn.sampling.grids.fitted_logsnr_grid`) or ``"time"`` (BFN time a power of the step index); see
+            :func:`bfn.sampling.auto.tuned_grid`.
+        refused_grids: named grids this kind refuses, each with the reason (the ``ValueError`` message).
         tuned_power: the exponent of that grid.
     """
 
@@ -111,6 +124,10 @@ class SamplingDefaults:
     auto: tuple[AutoChoice, ...]
     tuned_grid: TunedGrid
     tuned_power: float
+    refused_grids: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "refused_grids", MappingProxyType(dict(self.refused_grids)))
 
     def auto_choice(self, nfe: int) -> AutoChoice:
         """The configuration of ``sampler="auto"`` for a budget of ``nfe`` network calls."""

@@ -19,7 +19,9 @@ from bfn._checks import check_batch, check_bool, check_real
 from bfn.flows.base import (
     LOG_2PI,
     LOGSNR_POWER,
+    MID_ETA_BUDGET,
     SMALL_BUDGET,
+    SMALL_ETA_BUDGET,
     AutoChoice,
     Flow,
     FlowKind,
@@ -33,8 +35,20 @@ from bfn.flows.base import (
 T_MIN = 1e-6  # below this BFN time the continuous data estimate is set to 0 (reference code)
 SIGMA_1_MIN = 1e-12  # smallest supported sigma_1: the loss weight -ln(sigma_1) / sigma_1^2 must fit float32
 
-SMALL_BUDGET_AUTO = AutoChoice("bfn-solver++2", {"grid": "logsnr", "eta": 1e-2, "final": "drop"}, SMALL_BUDGET)
-"""``sampler="auto"`` up to ``SMALL_BUDGET`` calls for the Gaussian kinds (too few steps to pay for a small ``eta``)."""
+
+def gaussian_auto(final_from_mid: str) -> tuple[AutoChoice, ...]:
+    """``sampler="auto"`` for the Gaussian (mu-state) kinds: ``bfn-solver++pc`` on the tuned grid (call points
+    fitted per budget) with ``final="drop"``, from ``eta`` 5e-3 up to ``SMALL_ETA_BUDGET`` calls, 1e-3 up to
+    ``MID_ETA_BUDGET``, then 1e-4 (``bfn-solver++1``, what it computes, up to ``SMALL_BUDGET`` calls); above
+    ``SMALL_ETA_BUDGET`` calls the run ends with ``final_from_mid``. See :mod:`bfn.sampling.auto` for the evidence.
+    """
+    small = {"grid": "tuned", "eta": 5e-3, "final": "drop"}
+    return (
+        AutoChoice("bfn-solver++1", small, SMALL_BUDGET),
+        AutoChoice("bfn-solver++pc", small, SMALL_ETA_BUDGET),
+        AutoChoice("bfn-solver++pc", {"grid": "tuned", "eta": 1e-3, "final": final_from_mid}, MID_ETA_BUDGET),
+        AutoChoice("bfn-solver++pc", {"grid": "tuned", "eta": 1e-4, "final": final_from_mid}),
+    )
 
 
 class ContinuousSDE(LinearSDE):
@@ -88,7 +102,7 @@ class ContinuousFlow(Flow):
     kind: ClassVar[FlowKind] = "continuous"
     sampling: ClassVar[SamplingDefaults] = SamplingDefaults(
         eta=1e-2,
-        auto=(SMALL_BUDGET_AUTO, AutoChoice("bfn-solver++pc", {"grid": "tuned", "eta": 1e-4, "final": "drop"})),
+        auto=gaussian_auto("drop"),
         tuned_grid="logsnr",
         tuned_power=LOGSNR_POWER,
     )

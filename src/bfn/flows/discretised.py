@@ -12,7 +12,6 @@ from bfn._checks import check_int
 from bfn.flows.base import (
     LOG_2PI,
     LOGSNR_POWER,
-    AutoChoice,
     Flow,
     FlowKind,
     SamplingDefaults,
@@ -22,12 +21,12 @@ from bfn.flows.base import (
 )
 from bfn.flows.bins import gaussian_bin_mass, gaussian_bin_mean, gaussian_bin_probs
 from bfn.flows.continuous import (
-    SMALL_BUDGET_AUTO,
     T_MIN,
     ContinuousFlow,
     check_gaussian_statistics,
     check_real_data,
     fill_known_reals,
+    gaussian_auto,
 )
 
 LOG_SIGMA_EPS_RANGE = (-10.0, 10.0)  # the network's log sigma_eps is clamped to this range (reference code)
@@ -57,10 +56,7 @@ class DiscretisedFlow(Flow):
     kind: ClassVar[FlowKind] = "discretised"
     sampling: ClassVar[SamplingDefaults] = SamplingDefaults(
         eta=1e-2,
-        auto=(
-            SMALL_BUDGET_AUTO,
-            AutoChoice("h-solver", {"h": 0.2, "order": 3, "grid": "tuned", "eta": 1e-4, "final": "denoise"}),
-        ),
+        auto=gaussian_auto("denoise"),  # the bin of the mean prediction favours the middle bins
         tuned_grid="logsnr",
         tuned_power=LOGSNR_POWER,
     )

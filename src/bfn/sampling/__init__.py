@@ -12,12 +12,15 @@ Every sampler is a pure step function driven by one loop (:mod:`bfn.sampling.eng
 * :mod:`~bfn.sampling.discrete`: the discrete BFN-Solvers, Taylor expansions in solver time ``t``.
 * :mod:`~bfn.sampling.original`: the original BFN sampler step (Graves et al., 2023).
 * :mod:`~bfn.sampling.auto`: ``sampler="auto"``, the default: the best measured configuration per data kind and
-  budget, with ``steps`` counting network calls.
+  budget, with ``steps`` counting network calls; :mod:`~bfn.sampling.grids`: its time grids, fitted per budget.
+* :mod:`~bfn.sampling.adaptive`: :func:`sample_adaptive`, step sizes from an error estimate (a tolerance instead of a
+  step count).
 * :mod:`~bfn.sampling.options`: one frozen options object per sampler family (:class:`SamplerOptions`,
   :class:`OriginalOptions`, :class:`SolverOptions`, :class:`HSolverOptions`), with defaults and checks.
 """
 
 from bfn.flows import DEFAULT_ETA
+from bfn.sampling.adaptive import sample_adaptive
 from bfn.sampling.api import SampleOutput, sample, score
 from bfn.sampling.engine import (
     Method,
@@ -57,6 +60,7 @@ __all__ = [
     "integrate",
     "resolve_options",
     "sample",
+    "sample_adaptive",
     "score",
     "score_from_prediction",
 ]

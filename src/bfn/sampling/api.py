@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from bfn._checks import MAX_NUM_SAMPLES, MAX_STEPS, check_finite_output, check_int
+from bfn._checks import MAX_NUM_SAMPLES, MAX_STEPS, check_finite_output, check_generator, check_int
 from bfn.flows.base import Flow
 from bfn.sampling.auto import AUTO, AUTO_NFE, resolve_auto, tuned_grid
 from bfn.sampling.conditioning import InpaintMethod, build_conditioning
@@ -78,10 +78,11 @@ def sample(
 
     ``sampler="auto"`` (the default): the library's best measured configuration for the flow's kind, and ``steps``
     is the number of network calls (``out.nfe == steps``, default 20); ``out.sampler``, ``out.steps`` and
-    ``out.options`` say what ran (:func:`bfn.sampling.auto.auto_config`: from ``eta = 1e-4`` on the tuned log-SNR
-    grid, continuous ``bfn-solver++pc`` and discretised ``h-solver`` with ``h = 0.2``, ``order = 3``; up to 6 calls
-    ``bfn-solver++2``; discrete ``bfn-solver3`` on the tuned grid with ``final="denoise"``). Options given with
-    ``"auto"`` override its choices.
+    ``out.options`` say what ran (:func:`bfn.sampling.auto.auto_config`: continuous and discretised
+    ``bfn-solver++pc`` on the tuned grid fitted per budget, from ``eta`` 5e-3 / 1e-3 / 1e-4 as the budget grows
+    (discretised from 7 calls with ``final="denoise"``);
+    discrete ``bfn-solver3``, from 10 calls the ``h-solver`` with ``h = 0.5``, on the tuned grid with
+    ``final="denoise"``). Options given with ``"auto"`` override its choices.
 
     A named sampler makes ``steps`` steps (default 100); its network calls are ``SAMPLERS[name].nfe(steps, final)``.
 
@@ -106,10 +107,10 @@ def sample(
 
     Options of the solvers (every sampler but ``bfn``):
 
-    * ``grid``: ``"uniform"`` in ``t`` (the paper's), ``"logsnr"`` (uniform in ``lambda``), ``"tuned"`` (continuous:
-      ``lambda`` a power 0.6 of the step index, denser at high signal-to-noise; discrete: uniform in ``t``; see
-      :func:`bfn.sampling.auto.tuned_grid`) or an explicit decreasing tensor of solver times (it must end at 0 for
-      ``final="denoise"``).
+    * ``grid``: ``"uniform"`` in ``t`` (the paper's), ``"logsnr"`` (uniform in ``lambda``; refused for discrete
+      data), ``"tuned"`` (continuous: call points fitted per budget in ``lambda``, :mod:`bfn.sampling.grids`;
+      discrete: BFN time a power 1.4 of the step index; see :func:`bfn.sampling.auto.tuned_grid`) or an explicit
+      decreasing tensor of solver times (it must end at 0 for ``final="denoise"``).
     * ``eta``: the grid runs from ``t = 1 - eta``; default 0.01 (continuous, discretised) and 0.001 (discrete),
       the BFN-Solver protocol values.
     * ``init``: ``"zero"`` (default; ``N(0, sigma_{1-eta}^2 I)``, BFN-Solver ``zero_mean_and_std``), ``"moment"``
@@ -150,7 +151,7 @@ def sample(
     spec = get_sampler(sampler, flow.kind)
     opts = resolve_options(sampler, spec, flow.kind, options)
     device, dtype = model.device, model.state_dtype()
-    _check_generator(generator, device)
+    check_generator(generator, device, owner="the model")
     cond = build_conditioning(model, num_samples, labels, guidance, known, mask, inpaint, dtype, device)
     if isinstance(opts, SolverOptions):
         grid = _solver_grid(steps, opts, flow)
@@ -194,18 +195,6 @@ def score(model: BFN, x: Tensor, t: Tensor | float) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
-    if generator is None:
-        return
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    gen = generator.device
-    if gen.type != device.type or (gen.index is not None and device.index is not None and gen.index != device.index):
-        raise ValueError(
-            f"generator lives on {gen} but the model on {device}; create it with torch.Generator(device='{device}')"
-        )
-
-
 def _solver_grid(steps: int, opts: SolverOptions, flow: Flow) -> Tensor:
     """Solver times of a solver run: :func:`bfn.time.time_grid` (``grid="tuned"``: the flow's tuned grid,
     :func:`bfn.sampling.auto.tuned_grid`)."""

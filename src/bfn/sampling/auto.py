@@ -3,30 +3,32 @@
 With ``sampler="auto"``, ``steps`` is the number of network calls (``out.nfe == steps`` exactly) and
 :func:`resolve_auto` turns it into a concrete registered sampler, its step count and options; ``SampleOutput.sampler``
 and ``SampleOutput.options`` report what ran. The choice is measured on the exact-denoiser oracles of
-``benchmarks/solvers_oracle.py`` (BENCHMARKS.md, "Solver oracles"):
+``benchmarks/solvers_oracle.py`` and checked on the trained digits models (``benchmarks/default_vs_named.py``;
+BENCHMARKS.md, "Solver oracles"):
 
-* continuous data: ``bfn-solver++pc`` (a second-order multistep PF-ODE predictor with a third-order corrector that
-  reuses the next step's prediction, UniPC-style, so no extra calls) from ``eta = 1e-4`` on the ``"tuned"`` grid,
-  with ``final="drop"``. Starting closer to the prior removes most of the error of the Gaussian start, whose
-  neglected signal scales as ``exp(lambda_{1 - eta}) ~ sqrt(eta)`` (at the protocol's ``eta = 1e-2`` it caps the
-  accuracy of every ODE solver at any step count); the tuned grid spends the extra log-SNR range with one large
-  first step where the data prediction barely changes.
-* discretised data: the path-integral ``h-solver`` with a little noise (``h = 0.2``, third order) from
-  ``eta = 1e-4`` on the tuned grid, ending with ``final="denoise"`` (a draw from the output distribution at
-  ``tau = 1`` instead of the bin nearest to the mean prediction, which is biased towards the middle bins).
-* continuous and discretised data up to ``SMALL_BUDGET`` calls: ``bfn-solver++2`` from ``eta = 1e-2`` on the
-  uniform log-SNR grid with ``final="drop"`` (too few steps to pay for the longer log-SNR range of a small ``eta``).
-* discrete data: ``bfn-solver3`` (third-order multistep PF-ODE solver in ``t``) on the tuned grid from the
+* continuous and discretised data: ``bfn-solver++pc`` (a second-order multistep PF-ODE predictor with a third-order
+  corrector that reuses the next step's prediction, UniPC-style, so no extra calls) on the ``"tuned"`` grid, whose
+  call points are fitted per budget (:mod:`bfn.sampling.grids`), with ``final="drop"``. The start moves towards the
+  prior as the budget grows (``eta`` 5e-3 up to ``SMALL_ETA_BUDGET`` calls, 1e-3 up to ``MID_ETA_BUDGET``, then
+  1e-4): the zero-mean start at ``t = 1 - eta`` neglects signal of relative size ``exp(lambda_{1 - eta}) ~
+  sqrt(eta)``, an error no step count removes, so a larger budget needs a smaller ``eta``; but trained networks are
+  least accurate near ``tau = 0`` (their data estimate amplifies noise-prediction errors by ``1 / sqrt(gamma)``),
+  so a small budget starts later. With at most ``SMALL_BUDGET`` calls no multistep correction ever applies and the
+  run is exactly ``bfn-solver++1``, which is what it reports. Discretised data above ``SMALL_ETA_BUDGET`` calls end
+  with ``final="denoise"`` (a draw from the output distribution at ``tau = 1``): on the exact bin oracle the bin of
+  the mean prediction is biased towards the middle bins (TV 0.049 against 0.024 at 10 calls).
+* discrete data: ``bfn-solver3`` (third-order multistep PF-ODE solver in ``t``) below ``NOISY_BUDGET`` calls, from
+  there the path-integral ``h-solver`` with ``h = 0.5``, order 3, whose noise washes out errors of earlier steps
+  (on the trained binarised digits the ODE solvers level off at a worse FID); both on the tuned grid from the
   protocol's ``eta = 1e-3``, ending with ``final="denoise"``.
 
-The ``"tuned"`` grid (:func:`tuned_grid`) is uniform in ``u = i/n`` and maps it to half log-SNR
-``lambda = lambda_start + (lambda_end - lambda_start) u^p`` (continuous, ``p = LOGSNR_POWER``): ``p < 1`` puts more
-steps at high signal-to-noise than the uniform log-SNR grid (``p = 1``). Its first steps shrink only like
-``n^-p``, so a method of order ``k`` converges at order ``min(k, (k + 1) p)`` (2.4 for ``bfn-solver++3``) as ``n``
-grows; the grid pays off at small budgets, where the error is far from asymptotic. For discrete data it is a power of
-the step index in BFN time, ``tau = eta + (1 - eta) u^q`` (``q = TIME_POWER``), denser near the prior than the
-protocol's uniform grid (``q = 1``); the log-SNR of the logit SDE, ``log(1 - t) + const``, would instead crowd the
-points next to the prior, where the data prediction barely changes.
+The ``"tuned"`` grid (:func:`tuned_grid`): continuous and discretised data,
+:func:`bfn.sampling.grids.fitted_logsnr_grid`; discrete data, a power of the step index in BFN time,
+``tau = eta + (1 - eta) u^q`` (``q = TIME_POWER``), denser near the prior than the protocol's uniform grid
+(``q = 1``); the log-SNR of the logit SDE, ``log(1 - t) + const``, would instead crowd the points next to the prior,
+where the data prediction barely changes (``grid="logsnr"`` is refused for discrete data).
+:func:`logsnr_power_grid` (``lambda`` a power ``LOGSNR_POWER`` of the step index) is the continuous tuned grid
+above the fitted budgets.
 """
 
 from __future__ import annotations
@@ -39,16 +41,30 @@ from torch import Tensor
 
 from bfn._checks import MAX_STEPS, check_eta, check_int
 from bfn.flows import flow_type
-from bfn.flows.base import LOGSNR_POWER, SMALL_BUDGET, TIME_POWER, FlowKind, LinearSDE
+from bfn.flows.base import (
+    LOGSNR_POWER,
+    MID_ETA_BUDGET,
+    NOISY_BUDGET,
+    SMALL_BUDGET,
+    SMALL_ETA_BUDGET,
+    TIME_POWER,
+    FlowKind,
+    LinearSDE,
+)
+from bfn.sampling.grids import fitted_logsnr_grid
 from bfn.time import flip_clock
 
 __all__ = [
     "AUTO",
     "AUTO_NFE",
     "LOGSNR_POWER",
+    "MID_ETA_BUDGET",
+    "NOISY_BUDGET",
     "SMALL_BUDGET",
+    "SMALL_ETA_BUDGET",
     "TIME_POWER",
     "auto_config",
+    "continuous_eta",
     "logsnr_power_grid",
     "resolve_auto",
     "time_power_grid",
@@ -65,19 +81,23 @@ AUTO_NFE = 20
 def auto_config(kind: FlowKind, nfe: int) -> tuple[str, dict[str, Any]]:
     """The registered sampler and options ``sampler="auto"`` runs for ``kind`` and a budget of ``nfe`` calls.
 
-    Continuous and discretised: up to ``SMALL_BUDGET`` calls ``bfn-solver++2`` on the uniform log-SNR grid from the
-    protocol's ``eta = 1e-2`` with ``final="drop"`` (too few steps to pay for the longer log-SNR range of a small
-    ``eta``); above, from ``eta = 1e-4`` on the tuned grid, continuous ``bfn-solver++pc`` with ``final="drop"``
-    and discretised ``h-solver`` (``h = 0.2``, ``order = 3``) with ``final="denoise"``. Discrete:
-    ``bfn-solver3`` on the tuned grid from ``eta = 1e-3`` with ``final="denoise"``. One call is always one
-    ``final="drop"`` step. The configurations are data each flow declares (``flow.sampling.auto``, a tuple of
-    :class:`~bfn.flows.AutoChoice`).
+    Continuous and discretised: ``bfn-solver++pc`` on the tuned (fitted) grid with ``final="drop"`` from
+    ``eta = continuous_eta(nfe)`` (5e-3 up to 6 calls, 1e-3 up to 14, then 1e-4); up to ``SMALL_BUDGET`` calls that
+    run is ``bfn-solver++1``; discretised data above ``SMALL_ETA_BUDGET`` calls end with ``final="denoise"``.
+    Discrete: ``bfn-solver3`` below ``NOISY_BUDGET`` calls, then the ``h-solver`` (``h = 0.5``, ``order = 3``), on
+    the tuned grid from ``eta = 1e-3`` with ``final="denoise"``. One call is always one ``final="drop"`` step. The
+    configurations are data each flow declares (``flow.sampling.auto``, a tuple of :class:`~bfn.flows.AutoChoice`).
     """
     choice = flow_type(kind).sampling.auto_choice(nfe)
     options = dict(choice.options)
     if nfe == 1:
         options["final"] = "drop"
     return choice.sampler, options
+
+
+def continuous_eta(nfe: int) -> float:
+    """The end offset ``sampler="auto"`` starts from for continuous and discretised data at a budget of ``nfe``."""
+    return float(flow_type("continuous").sampling.auto_choice(nfe).options["eta"])
 
 
 def resolve_auto(kind: FlowKind, nfe: int, options: Mapping[str, Any]) -> tuple[str, int, dict[str, Any]]:
@@ -99,13 +119,14 @@ def resolve_auto(kind: FlowKind, nfe: int, options: Mapping[str, Any]) -> tuple[
 def tuned_grid(kind: FlowKind, steps: int, eta: float, sde: LinearSDE) -> Tensor:
     """The ``"tuned"`` solver-time grid for ``kind`` (see the module docstring), float64, ``1 - eta`` down to 0.
 
-    Each flow declares its variable and power (``flow.sampling.tuned_grid``, ``tuned_power``): continuous and
-    discretised data a power of the step index in half log-SNR, discrete data in BFN time.
+    Each flow declares its variable (``flow.sampling.tuned_grid``): continuous and discretised data call points in
+    half log-SNR fitted per budget (:func:`bfn.sampling.grids.fitted_logsnr_grid`), discrete data BFN time a power
+    ``flow.sampling.tuned_power`` of the step index.
     """
     defaults = flow_type(kind).sampling
     if defaults.tuned_grid == "time":
         return time_power_grid(steps, eta, defaults.tuned_power)
-    return logsnr_power_grid(steps, eta, sde, defaults.tuned_power)
+    return fitted_logsnr_grid(steps, eta, sde)
 
 
 def time_power_grid(steps: int, eta: float, power: float) -> Tensor:

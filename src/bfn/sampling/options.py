@@ -204,6 +204,8 @@ class SolverOptions(SamplerOptions):
     def for_flow(self, flow: type[Flow] | Flow) -> Self:
         """Checks ``clip`` and the moment statistics with the flow; ``eta=None`` becomes the kind's default."""
         flow.check_sampler_options(self.clip, self.data_mean, self.data_var)
+        if isinstance(self.grid, str) and self.grid in flow.sampling.refused_grids:
+            raise ValueError(flow.sampling.refused_grids[self.grid])
         return self if self.eta is not None else replace(self, eta=flow.sampling.eta)  # unused by a grid tensor
 
     @property
