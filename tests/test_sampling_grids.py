@@ -13,7 +13,14 @@ from torch import Tensor
 import bfn
 from bfn.flows import ContinuousFlow, DiscreteFlow
 from bfn.sampling import sample
-from bfn.sampling.auto import auto_config, continuous_eta, logsnr_power_grid, tuned_grid
+from bfn.sampling.auto import (
+    MID_ETA_BUDGET,
+    SMALL_ETA_BUDGET,
+    auto_config,
+    continuous_eta,
+    logsnr_power_grid,
+    tuned_grid,
+)
 from bfn.sampling.grids import FITTED, FITTED_POINTS, TAIL_POWER, fitted_logsnr_grid, fitted_params
 from oracles import MixtureDenoiser, ZeroNet
 from test_sampling_auto import _gaussian_case
@@ -83,7 +90,12 @@ def test_predictor_corrector_converges_on_the_tail_grid():
 def test_auto_moves_the_start_towards_the_prior_as_the_budget_grows():
     etas = [auto_config("continuous", n)[1]["eta"] for n in (3, 6, 7, 14, 15, 100)]
     assert etas == [5e-3, 5e-3, 1e-3, 1e-3, 1e-4, 1e-4]
-    assert all(continuous_eta(n) == auto_config("discretised", n)[1]["eta"] for n in range(1, 30))
+    assert all(continuous_eta(n) == auto_config("discretised", n)[1]["eta"] for n in range(1, SMALL_ETA_BUDGET + 1))
+    sde = ("sde-bfn-solver++2", {"grid": "logsnr", "eta": 1e-2})
+    for n in range(SMALL_ETA_BUDGET + 1, 60):
+        name, options = auto_config("discretised", n)
+        assert (name, {k: options[k] for k in ("grid", "eta")}) == sde
+        assert options["final"] == ("drop" if n <= MID_ETA_BUDGET else "denoise")
     assert auto_config("continuous", 2)[0] == "bfn-solver++1" and auto_config("continuous", 3)[0] == "bfn-solver++pc"
     assert auto_config("discrete", 9)[0] == "bfn-solver3" and auto_config("discrete", 10)[0] == "h-solver"
 

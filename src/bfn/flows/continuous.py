@@ -36,18 +36,24 @@ T_MIN = 1e-6  # below this BFN time the continuous data estimate is set to 0 (re
 SIGMA_1_MIN = 1e-12  # smallest supported sigma_1: the loss weight -ln(sigma_1) / sigma_1^2 must fit float32
 
 
-def gaussian_auto(final_from_mid: str) -> tuple[AutoChoice, ...]:
+def gaussian_auto(*, mid: tuple[AutoChoice, ...] | None = None) -> tuple[AutoChoice, ...]:
     """``sampler="auto"`` for the Gaussian (mu-state) kinds: ``bfn-solver++pc`` on the tuned grid (call points
-    fitted per budget) with ``final="drop"``, from ``eta`` 5e-3 up to ``SMALL_ETA_BUDGET`` calls, 1e-3 up to
-    ``MID_ETA_BUDGET``, then 1e-4 (``bfn-solver++1``, what it computes, up to ``SMALL_BUDGET`` calls); above
-    ``SMALL_ETA_BUDGET`` calls the run ends with ``final_from_mid``. See :mod:`bfn.sampling.auto` for the evidence.
+    fitted per budget) with ``final="drop"`` from ``eta`` 5e-3 up to ``SMALL_ETA_BUDGET`` calls
+    (``bfn-solver++1``, what it computes, up to ``SMALL_BUDGET`` calls); above that, ``mid`` if given, else the
+    same from ``eta`` 1e-3 up to ``MID_ETA_BUDGET`` calls and 1e-4 beyond. See :mod:`bfn.sampling.auto` for the
+    evidence.
     """
     small = {"grid": "tuned", "eta": 5e-3, "final": "drop"}
     return (
         AutoChoice("bfn-solver++1", small, SMALL_BUDGET),
         AutoChoice("bfn-solver++pc", small, SMALL_ETA_BUDGET),
-        AutoChoice("bfn-solver++pc", {"grid": "tuned", "eta": 1e-3, "final": final_from_mid}, MID_ETA_BUDGET),
-        AutoChoice("bfn-solver++pc", {"grid": "tuned", "eta": 1e-4, "final": final_from_mid}),
+        *(
+            mid
+            or (
+                AutoChoice("bfn-solver++pc", {"grid": "tuned", "eta": 1e-3, "final": "drop"}, MID_ETA_BUDGET),
+                AutoChoice("bfn-solver++pc", {"grid": "tuned", "eta": 1e-4, "final": "drop"}),
+            )
+        ),
     )
 
 
@@ -102,7 +108,7 @@ class ContinuousFlow(Flow):
     kind: ClassVar[FlowKind] = "continuous"
     sampling: ClassVar[SamplingDefaults] = SamplingDefaults(
         eta=1e-2,
-        auto=gaussian_auto("drop"),
+        auto=gaussian_auto(),
         tuned_grid="logsnr",
         tuned_power=LOGSNR_POWER,
     )
