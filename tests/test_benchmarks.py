@@ -158,7 +158,8 @@ def test_peers_quick(tmp_path: Path) -> None:
     pytest.importorskip("diffusers", reason="the peers benchmark needs the bench extra: pip install -e '.[bench]'")
     pytest.importorskip("flow_matching", reason="the peers benchmark needs the bench extra: pip install -e '.[bench]'")
     peers = _load("peers")
-    argv = ["--quick", "--out", str(tmp_path), "--cases", "toy:two_moons", "digits-binary"]
+    argv = ["--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache"), "--cases", "toy:two_moons",
+            "digits-binary"]  # fmt: skip
     assert peers.main(argv) == 0
     toy = json.loads((tmp_path / "peers_toy-two_moons.json").read_text())
     samplers = {(r["method"], r["sampler"]) for r in toy["rows"]}
@@ -167,11 +168,23 @@ def test_peers_quick(tmp_path: Path) -> None:
     for row in toy["rows"]:  # every sampler spends the NFE it is listed at (one call less at most)
         budget = (
             row["nfe"]
-            if row["sampler"] == "ddpm ancestral"
+            if row["sampler"] in ("ddpm ancestral", "bfn original")
             else min(toy["nfe_grid"], key=lambda n: abs(n - row["nfe"]))
         )
         assert budget - 1 <= row["nfe"] <= budget
         assert 0.0 <= row["off_manifold"] <= 1.0 and 0.0 <= row["coverage"] <= 1.0 and row["sliced_w1"] > 0
+    # the library as a user gets it: the default sampler (reporting what it ran), named solvers, the original one
+    roles = {r["role"] for r in toy["rows"] if r["method"] == "bfn"}
+    assert roles == {"auto", "named", "original"}
+    assert all(r["resolved"] for r in toy["rows"] if r["role"] == "auto")
+    assert [r["nfe"] for r in toy["rows"] if r["role"] == "original"] == [5, 10, 20]
+    for row in toy["rows"]:  # BFN's samplers are also scored against the model's own converged samples
+        assert ("vs_model" in row) == (row["method"] == "bfn")
+    original = {r["nfe"]: r["vs_model"]["sliced_w1"] for r in toy["rows"] if r["role"] == "original"}
+    assert original[20] < original[5]  # the original sampler converges to its own 20-call samples
+    for direction in ("real", "model"):
+        solvers = {r["solver"] for r in toy["speedups"][direction]["off_manifold"]}
+        assert "bfn auto" in solvers and "bfn original" not in solvers
     binary = json.loads((tmp_path / "peers_digits-binary.json").read_text())
     assert {r["sampler"] for r in binary["rows"] if r["method"] == "fm"} == {"fm discrete-euler"}
     assert all(math.isfinite(r["fid"]) for r in binary["rows"])
@@ -181,6 +194,37 @@ def test_peers_quick(tmp_path: Path) -> None:
     assert "| toy:two_moons (off-manifold %) |" in report and "| digits-binary (FID-digits) |" in report
     assert "| real data (held out) |" in report
     assert (tmp_path / "peers.png").stat().st_size > 0
+    assert "speed-up `auto` (vs real / vs model)" in report
+    # rerunning re-scores from the cached networks and samples: the same numbers, no training
+    first = toy["rows"]
+    assert peers.main([*argv[:-2], "--cases", "toy:two_moons", "--methods", "bfn"]) == 0
+    again = json.loads((tmp_path / "peers_toy-two_moons.json").read_text())
+    assert again["rows"] == first
+
+
+def test_peers_quick_text(tmp_path: Path) -> None:
+    pytest.importorskip("flow_matching", reason="the peers benchmark needs the bench extra: pip install -e '.[bench]'")
+    pytest.importorskip("spylls", reason="spelling accuracy needs the metrics extra")
+    text = tmp_path / "text.txt"
+    text.write_text("in the beginning god created the heaven and the earth and the earth was without form " * 40)
+    peers = _load("peers")
+    argv = ["--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache"), "--cases", "kjv"]
+    assert peers.main([*argv, "--text-data", f"text:{text}"]) == 0
+    result = json.loads((tmp_path / "peers_kjv.json").read_text())
+    assert {r["method"] for r in result["rows"]} == {"bfn", "fm"} and "ddpm" in result["not_applicable"]
+    assert all(0.0 <= r["spelling"] <= 1.0 for r in result["rows"])
+    assert all(set(r["vs_model"]) == {"bigram_tv", "spelling_gap"} for r in result["rows"] if r["method"] == "bfn")
+    assert all(math.isfinite(result["extras"][m]["test_bits_per_char"]) for m in ("bfn", "fm"))
+    assert "| kjv (spelling %) |" in (tmp_path / "peers.md").read_text()
+
+
+def test_peers_ngram_distance() -> None:
+    peers = _load("peers")
+    # bigrams: ab ba ab (2/3, 1/3) against ab ba ab + ba (1/2, 1/2)
+    assert peers.ngram_tv(["abab"], ["abab", "ba"]) == pytest.approx(1 / 6)
+    assert peers.ngram_tv(["aaaa"], ["bbbb"]) == 1.0 and peers.ngram_tv(["the cat"], ["the cat"]) == 0.0
+    with pytest.raises(ValueError, match="2-grams"):
+        peers.ngram_tv(["a"], ["ab"])
 
 
 def test_peers_toy_scores_count_off_manifold_points() -> None:
@@ -214,3 +258,23 @@ def test_text_recipes_quick(tmp_path: Path) -> None:
     assert "Final run" in (tmp_path / "text_recipes_quick.md").read_text()
     # a second call reuses the finished runs instead of training again
     assert recipes.main([*argv, "--out", str(tmp_path), "--only", "final"]) == 0
+
+
+def test_recipes_quick(tmp_path: Path) -> None:
+    """The recipe sweeps run end to end, keep their points, and resume without retraining."""
+    pytest.importorskip("diffusers", reason="the recipe sweeps reuse the peers benchmark: pip install -e '.[bench]'")
+    recipes = _load("recipes")
+    common = ["--quick", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")]
+    assert recipes.main([*common, "times", "--cases", "toy:two_moons", "--seeds", "1"]) == 0
+    points = json.loads((tmp_path / "time_sampling_quick.json").read_text())["points"]
+    assert {p["time_sampling"] for p in points} == {"uniform", "stratified"}
+    for point in points:
+        assert point["case"] == "toy:two_moons" and point["scores"]["nfe"] == 10
+        assert 0.0 <= point["scores"]["off_manifold"] <= 1.0 and point["scores"]["named"]
+    assert "| toy:two_moons | stratified |" in (tmp_path / "time_sampling_quick.md").read_text()
+    argv = [*common, "digits", "--lr", "1e-3", "--ema-decay", "0.99"]
+    assert recipes.main(argv) == 0
+    first = json.loads((tmp_path / "recipes_digits_quick.json").read_text())["points"]
+    assert len(first) == 1 and first[0]["lr"] == 1e-3 and math.isfinite(first[0]["scores"]["fid"])
+    assert recipes.main(argv) == 0  # a finished point is kept, not trained again
+    assert json.loads((tmp_path / "recipes_digits_quick.json").read_text())["points"] == first

@@ -18,6 +18,7 @@ import torch
 
 from bfn.cli import build_parser, main
 from bfn.sampling import SAMPLERS
+from bfn.sampling.auto import auto_config
 from bfn.training import load_run_config, read_log
 
 TINY_NET = ["--net", "mlp", "--net-option", "hidden=16", "--net-option", "depth=1"]
@@ -245,6 +246,14 @@ def test_eval_nll_and_sample_quality_table(runs, tmp_path: Path, capsys) -> None
         ("bfn-solver++2", 5),
     ]
     assert all(r["score"] > 0 for r in report["rows"]) and (tmp_path / "quality.png").is_file()
+
+
+def test_eval_takes_the_default_sampler(runs, tmp_path: Path) -> None:
+    args = ["eval", str(runs["discrete"]), "--samplers", "auto,bfn", "--nfe", "4", "--num-samples", "16"]
+    assert main([*args, "--max-examples", "4", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "eval.json").read_text())["rows"]
+    assert [(r["sampler"], r["nfe"]) for r in rows] == [("auto", 4), ("bfn", 4)]
+    assert rows[0]["ran"] == auto_config("discrete", 4)[0] and rows[1]["ran"] == "bfn"
 
 
 def test_eval_digits_fid_and_likelihood(runs, tmp_path: Path, capsys) -> None:

@@ -260,3 +260,74 @@ def test_training_a_small_mlp_lowers_the_loss():
     with torch.no_grad():
         after = evaluate()
     assert after < 0.9 * before, (before, after)
+
+
+# ------------------------------------------------------------------------------------------ time sampling
+class TimeRecorder(nn.Module):
+    """A :class:`ZeroNet` (uniform logits for discrete data) that records the times it is called at."""
+
+    def __init__(self, channels: int = 1, input_has_channels: bool = False) -> None:
+        super().__init__()
+        self.zero = ZeroNet(channels, input_has_channels)
+        self.taus: list[torch.Tensor] = []
+
+    def forward(self, inputs: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        self.taus.append(tau.detach().to(F64).clone())
+        return self.zero(inputs, tau)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_default_time_sampling_draws_independent_uniform_times():
+    net = TimeRecorder()
+    model = bfn.BFN(net, bfn.ContinuousFlow(0.02), (3,), dtype=F64)
+    x = torch.zeros(7, 3, dtype=F64)
+    model.loss_per_example(x, generator=_gen(5))
+    assert torch.equal(net.taus[-1], torch.rand(7, generator=_gen(5), dtype=F64))
+    model.loss_per_example(x, generator=_gen(5), time_sampling="uniform")
+    assert torch.equal(net.taus[-1], net.taus[-2])
+
+
+def test_stratified_times_put_one_time_in_each_interval():
+    net = TimeRecorder()
+    model = bfn.BFN(net, bfn.ContinuousFlow(0.02), (3,), dtype=F64)
+    x = torch.zeros(8, 3, dtype=F64)
+    for seed in range(5):
+        model.loss_per_example(x, generator=_gen(seed), time_sampling="stratified")
+        assert torch.equal(torch.floor(net.taus[-1] * 8).sort().values, torch.arange(8, dtype=F64))
+        model.loss_per_example(x, steps=8, generator=_gen(seed), time_sampling="stratified")  # L_n: each i once
+        assert torch.equal((net.taus[-1] * 8).round().sort().values, torch.arange(8, dtype=F64))
+    a = model.loss(x, generator=_gen(3), time_sampling="stratified")
+    b = model.loss(x, generator=_gen(3), time_sampling="stratified")
+    assert a.item() == b.item()
+
+
+def test_stratified_times_keep_the_expected_loss_and_cut_the_spread_of_the_batch_mean():
+    # uniform logits: L_inf(x) = K beta_1 tau ||e_x - 1/K||^2 = c tau, so a batch mean is c times the mean time
+    classes, batch = 4, 16
+    net = TimeRecorder(channels=classes, input_has_channels=True)
+    model = bfn.BFN(net, bfn.DiscreteFlow(classes, beta_1=2.0), (5,), dtype=F64)
+    x = torch.randint(0, classes, (batch, 5), generator=_gen(0))
+    c = 2.0 * (classes - 1) * 5
+    spread = {}
+    for mode in ("uniform", "stratified"):
+        means = []
+        for seed in range(200):
+            loss = model.loss_per_example(x, generator=_gen(seed), time_sampling=mode)
+            assert torch.allclose(loss, c * net.taus[-1], rtol=1e-12)
+            means.append(loss.mean().item() / c)
+        spread[mode] = max(abs(m - 0.5) for m in means)
+        assert abs(sum(means) / len(means) - 0.5) < 0.03  # unbiased either way
+    assert spread["stratified"] <= 1 / (2 * batch)  # within half an interval of the expectation, always
+    assert spread["uniform"] > 3 / (2 * batch)
+
+
+@pytest.mark.parametrize("value", ["sobol", "", None, 1])
+def test_bad_time_sampling_is_refused(value):
+    model = make_model("continuous")
+    x = make_data(model)
+    for run in (model.loss, model.loss_per_example):
+        with pytest.raises(ValueError, match="time_sampling"):
+            run(x, time_sampling=value)

@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +25,10 @@ from bfn.flows.base import Flow, as_f64
 
 if TYPE_CHECKING:
     from bfn.sampling import SampleOutput
+
+TimeSampling = Literal["uniform", "stratified"]
+TIME_SAMPLING: tuple[TimeSampling, ...] = ("uniform", "stratified")
+"""How :meth:`BFN.loss_per_example` draws a batch's times: independently, or as one low-discrepancy set."""
 
 
 class BFN(nn.Module):
@@ -184,22 +188,34 @@ class BFN(nn.Module):
         generator: torch.Generator | None = None,
         mc_samples: int = 1,
         labels: Tensor | None = None,
+        time_sampling: TimeSampling = "uniform",
     ) -> Tensor:
         """Single-sample estimate of ``L_inf(x)`` (``steps=None``) or ``L_n(x)`` in nats per example, ``(B,)``.
 
         Each example gets its own time: ``tau ~ U(0, 1)``, or ``i ~ U{1..n}`` and ``tau = (i - 1)/n``. A conditional
         model takes ``labels`` ``(B,)`` in ``0..C`` (``None``: the null label ``C``); no label dropout here.
+
+        ``time_sampling="stratified"`` draws the batch's times as one low-discrepancy set instead of independently
+        (the variance reduction of Kingma et al., 2021, Variational Diffusion Models): one ``u_0 ~ U(0, 1)`` and
+        ``u_b = (u_0 + b / B) mod 1`` for example ``b`` of ``B``, so every interval of length ``1 / B`` holds one
+        time. Each ``u_b`` is still uniform, so every example's loss stays an unbiased estimate; only the batch
+        mean's variance changes. ``"uniform"`` (the default) draws ``B`` independent times.
         """
         x = self._check(x)
         steps = self._check_steps(steps)
         mc_samples = check_int(mc_samples, "mc_samples", 1, MAX_REPEATS)
         check_generator(generator, x.device)
+        _check_time_sampling(time_sampling)
         labels = self._check_labels(labels, x.shape[0], x.device)
         batch, device = x.shape[0], x.device
         if batch == 0:
             return torch.zeros(0, dtype=self.state_dtype(x), device=device)
         dtype = self.state_dtype(x)
-        u = torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
+        if time_sampling == "stratified":
+            u0 = torch.rand(1, generator=generator, dtype=torch.float64, device=device)
+            u = torch.remainder(u0 + torch.arange(batch, dtype=torch.float64, device=device) / batch, 1.0)
+        else:
+            u = torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
         alpha = None
         if steps is None:
             tau = u
@@ -248,19 +264,23 @@ class BFN(nn.Module):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         labels: Tensor | None = None,
+        time_sampling: TimeSampling = "uniform",
     ) -> Tensor:
         """Training loss: ``L_inf`` (or ``L_n`` with ``steps=n``) in nats per data element, averaged over the batch.
 
         A conditional model trains on ``labels`` ``(B,)``, each replaced by the null label ``C`` with probability
         ``label_dropout`` (drawn from ``generator``), so that one network learns the conditional and the
-        unconditional prediction (classifier-free guidance, Ho & Salimans, 2022).
+        unconditional prediction (classifier-free guidance, Ho & Salimans, 2022). ``time_sampling``: how the batch's
+        times are drawn, ``"uniform"`` (independent, the default) or ``"stratified"`` (see :meth:`loss_per_example`).
         """
         if isinstance(x, Tensor) and x.ndim >= 1 and x.shape[0] == 0:
             raise ValueError("x is an empty batch (shape[0] == 0); the mean loss of no examples is undefined")
         check_batch(x, "x")
+        _check_time_sampling(time_sampling)
         labels = self._check_labels(labels, x.shape[0], x.device)
         labels = self.drop_labels(labels, generator) if labels is not None else None
-        return self.loss_per_example(x, steps, generator, labels=labels).mean() / self.num_dims
+        per_example = self.loss_per_example(x, steps, generator, labels=labels, time_sampling=time_sampling)
+        return per_example.mean() / self.num_dims
 
     def drop_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Label dropout: each label replaced by the null label ``num_classes`` with probability ``label_dropout``."""
@@ -353,6 +373,11 @@ class BFN(nn.Module):
         from bfn.checkpoint import load_pretrained
 
         return load_pretrained(folder, map_location=map_location, ema=ema)
+
+
+def _check_time_sampling(value: Any) -> None:
+    if not isinstance(value, str) or value not in TIME_SAMPLING:
+        raise ValueError(f"time_sampling must be one of {', '.join(map(repr, TIME_SAMPLING))}, got {value!r}")
 
 
 def _check_conditional(num_classes: Any, label_dropout: Any) -> None:

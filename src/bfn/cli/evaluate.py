@@ -14,6 +14,7 @@ __all__ = ["check_guidance_eval", "cmd_eval", "guidance_table"]
 def cmd_eval(args: argparse.Namespace) -> int:
     """``bfn eval``."""
     from bfn.sampling import get_sampler
+    from bfn.sampling.auto import AUTO
     from bfn.training import data_description, load_run_config, pick_device, require_metric
 
     check_count(args.max_examples, "--max-examples")
@@ -24,7 +25,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("--nfe needs at least one budget, e.g. --nfe 5,10,20")
     train_config = load_run_config(args.run)  # a training run folder, before any work
     for name in args.samplers:
-        get_sampler(name, train_config.flow)  # type: ignore[arg-type]
+        if name != AUTO:  # the default sampler fits every kind
+            get_sampler(name, train_config.flow)  # type: ignore[arg-type]
     if args.samplers:
         require_metric(train_config.data, data_description(args.run))
     pick_device(args.device, 0)

@@ -390,7 +390,8 @@ def _add_eval_command(sub: Any) -> None:
         "--samplers",
         type=_str_list,
         default=[],
-        help="comma-separated sampler names for the sample-quality table, e.g. bfn,bfn-solver++2",
+        help="comma-separated sampler names for the sample-quality table, e.g. auto,bfn,bfn-solver++2 (auto: the "
+        "default sampler, steps = NFE)",
     )
     ev.add_argument(
         "--nfe",

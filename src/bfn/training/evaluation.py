@@ -335,7 +335,8 @@ def quality_row(
 ) -> dict[str, Any]:
     """Sample ``num_samples`` with ``sampler`` at ``budget`` network calls (:func:`steps_for_nfe`; seeded by
     ``seed``, the sampler and the budget) and score them: ``sampler``, ``nfe_budget``, ``steps``, ``nfe``,
-    ``score`` (``None`` without a metric) and ``seconds``."""
+    ``score`` (``None`` without a metric), ``seconds`` and ``ran``, the sampler that ran (what ``"auto"`` resolved
+    to)."""
     steps = steps_for_nfe(sampler, model.flow.kind, budget)
     generator = torch.Generator(device=model.device).manual_seed(derive_seed(seed, "sample", sampler, budget))
     started = time.perf_counter()
@@ -343,4 +344,4 @@ def quality_row(
     seconds = time.perf_counter() - started
     score = metric.score(out.samples) if metric is not None else None
     row = {"sampler": sampler, "nfe_budget": budget, "steps": steps, "nfe": out.nfe}
-    return {**row, "score": score, "seconds": seconds}
+    return {**row, "score": score, "seconds": seconds, "ran": out.sampler}
