@@ -87,15 +87,17 @@ def test_predictor_corrector_converges_on_the_tail_grid():
 
 
 # ----------------------------------------------------------------------------------------------------- auto
-def test_auto_moves_the_start_towards_the_prior_as_the_budget_grows():
-    etas = [auto_config("continuous", n)[1]["eta"] for n in (3, 6, 7, 14, 15, 100)]
-    assert etas == [5e-3, 5e-3, 1e-3, 1e-3, 1e-4, 1e-4]
+def test_auto_moves_the_start_towards_the_prior_then_hands_over_to_the_sde_solver():
+    etas = [auto_config("continuous", n)[1]["eta"] for n in (3, 6, 7, 14)]
+    assert etas == [5e-3, 5e-3, 1e-3, 1e-3]
     assert all(continuous_eta(n) == auto_config("discretised", n)[1]["eta"] for n in range(1, SMALL_ETA_BUDGET + 1))
     sde = ("sde-bfn-solver++2", {"grid": "logsnr", "eta": 1e-2})
     for n in range(SMALL_ETA_BUDGET + 1, 60):
         name, options = auto_config("discretised", n)
         assert (name, {k: options[k] for k in ("grid", "eta")}) == sde
         assert options["final"] == ("drop" if n <= MID_ETA_BUDGET else "denoise")
+    for n in range(MID_ETA_BUDGET + 1, 60):
+        assert auto_config("continuous", n) == (sde[0], {**sde[1], "final": "drop"})
     assert auto_config("continuous", 2)[0] == "bfn-solver++1" and auto_config("continuous", 3)[0] == "bfn-solver++pc"
     assert auto_config("discrete", 9)[0] == "bfn-solver3" and auto_config("discrete", 10)[0] == "h-solver"
 

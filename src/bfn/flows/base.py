@@ -41,7 +41,8 @@ SMALL_ETA_BUDGET = 6
 """Budgets up to this many calls start the Gaussian kinds at ``eta = 5e-3`` under ``sampler="auto"``."""
 
 MID_ETA_BUDGET = 14
-"""Budgets up to this many calls (above :data:`SMALL_ETA_BUDGET`) start them at ``eta = 1e-3``; larger ones at 1e-4."""
+"""Budgets up to this many calls (above :data:`SMALL_ETA_BUDGET`) start continuous data at ``eta = 1e-3`` under
+``sampler="auto"``; larger ones, and discretised data above :data:`SMALL_ETA_BUDGET`, run ``sde-bfn-solver++2``."""
 
 NOISY_BUDGET = 10
 """From this many calls ``sampler="auto"`` samples discrete data with the ``h-solver`` at ``h = 0.5``."""

@@ -36,25 +36,23 @@ T_MIN = 1e-6  # below this BFN time the continuous data estimate is set to 0 (re
 SIGMA_1_MIN = 1e-12  # smallest supported sigma_1: the loss weight -ln(sigma_1) / sigma_1^2 must fit float32
 
 
-def gaussian_auto(*, mid: tuple[AutoChoice, ...] | None = None) -> tuple[AutoChoice, ...]:
+def gaussian_auto(*larger: AutoChoice) -> tuple[AutoChoice, ...]:
     """``sampler="auto"`` for the Gaussian (mu-state) kinds: ``bfn-solver++pc`` on the tuned grid (call points
-    fitted per budget) with ``final="drop"`` from ``eta`` 5e-3 up to ``SMALL_ETA_BUDGET`` calls
-    (``bfn-solver++1``, what it computes, up to ``SMALL_BUDGET`` calls); above that, ``mid`` if given, else the
-    same from ``eta`` 1e-3 up to ``MID_ETA_BUDGET`` calls and 1e-4 beyond. See :mod:`bfn.sampling.auto` for the
-    evidence.
+    fitted per budget) from ``eta = 5e-3`` with ``final="drop"`` up to ``SMALL_ETA_BUDGET`` calls
+    (``bfn-solver++1``, what it computes, up to ``SMALL_BUDGET`` calls), then the flow's ``larger`` choices. See
+    :mod:`bfn.sampling.auto` for the evidence.
     """
     small = {"grid": "tuned", "eta": 5e-3, "final": "drop"}
     return (
         AutoChoice("bfn-solver++1", small, SMALL_BUDGET),
         AutoChoice("bfn-solver++pc", small, SMALL_ETA_BUDGET),
-        *(
-            mid
-            or (
-                AutoChoice("bfn-solver++pc", {"grid": "tuned", "eta": 1e-3, "final": "drop"}, MID_ETA_BUDGET),
-                AutoChoice("bfn-solver++pc", {"grid": "tuned", "eta": 1e-4, "final": "drop"}),
-            )
-        ),
+        *larger,
     )
+
+
+SDE_AUTO = {"grid": "logsnr", "eta": 1e-2, "final": "drop"}
+"""``sde-bfn-solver++2`` under ``sampler="auto"``: the protocol's start and the log-SNR grid, where trained networks
+do best (BENCHMARKS.md, "Solver oracles" and "Against the peers")."""
 
 
 class ContinuousSDE(LinearSDE):
@@ -108,7 +106,12 @@ class ContinuousFlow(Flow):
     kind: ClassVar[FlowKind] = "continuous"
     sampling: ClassVar[SamplingDefaults] = SamplingDefaults(
         eta=1e-2,
-        auto=gaussian_auto(),
+        # 7-14 calls: the exact-oracle optimum (W1 1.45x the Monte-Carlo floor at 10 NFE); from 15 calls the SDE
+        # solver from the protocol's start, 2-6x better on trained networks and at the floor of the oracle from 30
+        auto=gaussian_auto(
+            AutoChoice("bfn-solver++pc", {"grid": "tuned", "eta": 1e-3, "final": "drop"}, MID_ETA_BUDGET),
+            AutoChoice("sde-bfn-solver++2", SDE_AUTO),
+        ),
         tuned_grid="logsnr",
         tuned_power=LOGSNR_POWER,
     )

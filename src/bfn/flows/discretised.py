@@ -23,6 +23,7 @@ from bfn.flows.base import (
 )
 from bfn.flows.bins import gaussian_bin_mass, gaussian_bin_mean, gaussian_bin_probs
 from bfn.flows.continuous import (
+    SDE_AUTO,
     T_MIN,
     ContinuousFlow,
     check_gaussian_statistics,
@@ -62,10 +63,8 @@ class DiscretisedFlow(Flow):
         # every ODE configuration there (FID-digits at 10 NFE 0.12 against 0.27; BENCHMARKS.md, "Solver oracles");
         # from 15 calls it ends with a draw at tau = 1, which halves its error on the exact bin oracle
         auto=gaussian_auto(
-            mid=(
-                AutoChoice("sde-bfn-solver++2", {"grid": "logsnr", "eta": 1e-2, "final": "drop"}, MID_ETA_BUDGET),
-                AutoChoice("sde-bfn-solver++2", {"grid": "logsnr", "eta": 1e-2, "final": "denoise"}),
-            )
+            AutoChoice("sde-bfn-solver++2", SDE_AUTO, MID_ETA_BUDGET),
+            AutoChoice("sde-bfn-solver++2", {**SDE_AUTO, "final": "denoise"}),
         ),
         tuned_grid="logsnr",
         tuned_power=LOGSNR_POWER,

@@ -79,8 +79,8 @@ def sample(
     ``sampler="auto"`` (the default): the library's best measured configuration for the flow's kind, and ``steps``
     is the number of network calls (``out.nfe == steps``, default 20); ``out.sampler``, ``out.steps`` and
     ``out.options`` say what ran (:func:`bfn.sampling.auto.auto_config`: continuous and discretised
-    ``bfn-solver++pc`` on the tuned grid fitted per budget, from ``eta`` 5e-3 / 1e-3 / 1e-4 as the budget grows
-    (discretised from 7 calls: ``sde-bfn-solver++2`` on the log-SNR grid from ``eta = 1e-2``);
+    ``bfn-solver++pc`` on the tuned grid fitted per budget, from ``eta`` 5e-3 / 1e-3 as the budget grows, then
+    ``sde-bfn-solver++2`` on the log-SNR grid from ``eta = 1e-2`` (continuous from 15 calls, discretised from 7);
     discrete ``bfn-solver3``, from 10 calls the ``h-solver`` with ``h = 0.5``, on the tuned grid with
     ``final="denoise"``). Options given with ``"auto"`` override its choices.
 
