@@ -275,7 +275,8 @@ def test_demo_quick_runs_the_demo_code_path(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--quick", "--steps", "8", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "test NLL:" in printed and "bits/dim" in printed
-    assert "bfn @ 10 NFE vs bfn-solver++3s @ 10 NFE" in printed
+    ran = auto_config("discretised", 10)[0]  # the demo compares the original sampler with the default one
+    assert f"bfn @ 10 NFE vs auto ({ran}) @ 10 NFE" in printed
     assert (out / "demo.png").stat().st_size > 0 and (out / "loss.png").is_file()
     (out / "demo.png").unlink()
     assert main(["demo", "--quick", "--steps", "8", "--out", str(out)]) == 0  # trained already: reload, resample

@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``bfn demo``."""
-    from bfn.training import DEMO_STEPS, check_run_config, demo_config, require_metric, run_demo
+    from bfn.training import DEMO_STEPS, check_run_config, demo_config, require_metric, run_demo, sampler_label
 
     check_count(args.steps, "--steps")
     check_count(args.nfe, "--nfe")
@@ -160,7 +160,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("using 1 CPU thread (bfn --threads N demo to change)")
     result = run_demo(config, nfe=args.nfe, num_samples=num, metric_samples=metric_samples)
     print(f"test NLL: {result.test_bpd:.4f} bits/dim (digits test split, EMA weights)")
-    compared = " vs ".join(f"{row['sampler']} @ {row['nfe']} NFE" for row in result.rows)
+    compared = " vs ".join(f"{sampler_label(row)} @ {row['nfe']} NFE" for row in result.rows)
     print(f"wrote {result.image} ({compared})")
     print(f"training took {result.train.elapsed:.1f} s; run folder {config.out}")
     return 0

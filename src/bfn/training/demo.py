@@ -1,5 +1,5 @@
 """The demo (``bfn demo``, ``make demo``): a small discretised BFN on the 8x8 digits, the original sampler next to
-BFN-Solver++3s at the same number of network calls, and FID-digits for both."""
+the library's default sampler (``sampler="auto"``) at the same number of network calls, and FID-digits for both."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from bfn.training.evaluation import evaluate_nll, format_score, quality_metric, 
 from bfn.training.loop import TrainResult, train
 from bfn.training.samples import image_grid, to_images
 
-__all__ = ["DEMO_SAMPLERS", "DEMO_STEPS", "DemoResult", "demo_config", "run_demo"]
+__all__ = ["DEMO_SAMPLERS", "DEMO_STEPS", "DemoResult", "demo_config", "run_demo", "sampler_label"]
 
 DEMO_STEPS = 3000
 
@@ -61,7 +61,7 @@ class DemoResult:
     metric: str | None
 
 
-DEMO_SAMPLERS = ("bfn", "bfn-solver++3s")  # the original sampler and the best solver at 10 NFE (BENCHMARKS.md)
+DEMO_SAMPLERS = ("bfn", "auto")  # the original sampler and the default one
 
 
 def run_demo(
@@ -72,8 +72,8 @@ def run_demo(
     metric_samples: int = 500,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Train (or, if already trained, reload) the demo model, then compare the original sampler with
-    BFN-Solver++3s at the same NFE: a side-by-side PNG (``demo.png`` in the run folder) and FID-digits scores.
+    """Train (or, if already trained, reload) the demo model, then compare the original sampler with the default
+    sampler at the same NFE: a side-by-side PNG (``demo.png`` in the run folder) and FID-digits scores.
 
     Returns the test bits/dim (ELBO, EMA weights) and each sampler's steps, NFE and score.
     """
@@ -95,9 +95,14 @@ def run_demo(
         rows.append(row)
         grids.append(image_grid(to_images(shown.samples, model.flow)))
         scored = f", {metric.name} {format_score(metric.name, row['score'])}" if metric else ""
-        log(f"{name}: {row['steps']} steps, {row['nfe']} NFE{scored}")
+        log(f"{sampler_label(row)}: {row['steps']} steps, {row['nfe']} NFE{scored}")
     image = _side_by_side(grids, rows, metric.name if metric else None, run_dir / "demo.png")
     return DemoResult(result, test_bpd, image, rows, metric.name if metric else None)
+
+
+def sampler_label(row: dict[str, Any]) -> str:
+    """A quality row's sampler, with what ``"auto"`` ran: ``"auto (sde-bfn-solver++2)"``."""
+    return f"{row['sampler']} ({row['ran']})" if row["sampler"] != row["ran"] else row["sampler"]
 
 
 def _side_by_side(grids: list[Tensor], rows: list[dict[str, Any]], metric: str | None, path: Path) -> Path:
@@ -110,7 +115,7 @@ def _side_by_side(grids: list[Tensor], rows: list[dict[str, Any]], metric: str |
     for ax, grid, row in zip(axes, grids, rows):
         ax.imshow(grid.squeeze(-1).numpy() if grid.shape[-1] == 1 else grid.numpy(), cmap="gray", vmin=0, vmax=1)
         score = f"\n{metric} = {row['score']:.2f}" if metric and row["score"] is not None else ""
-        ax.set_title(f"{row['sampler']}: {row['nfe']} NFE{score}")
+        ax.set_title(f"{sampler_label(row)}: {row['nfe']} NFE{score}")
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")
