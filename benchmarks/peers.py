@@ -1106,7 +1106,8 @@ def summary_table(results: Sequence[dict[str, Any]], nfe: int = SPEEDUP_NFE) -> 
 
 
 def plot(results: Sequence[dict[str, Any]], path: Path) -> Path:
-    """One panel per case: primary metric against NFE for every sampler (log NFE axis)."""
+    """One panel per case: primary metric against NFE for every sampler (log NFE axis; log FID axis); BFN's
+    default in red, its original sampler in black, BFN solid, diffusion dashed, flow matching dash-dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1119,11 +1120,18 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> Path:
         metric = primary(res)
         info = METRICS[metric]
         scale = 100.0 if info.percent else 1.0
-        for label in dict.fromkeys(r["sampler"] for r in res["rows"]):
+        labels = list(dict.fromkeys(r["sampler"] for r in res["rows"]))
+        colours = iter(plt.get_cmap("tab10").colors[1:])  # red (index 3) is kept for BFN's default below
+        for label in labels:
             pts = sorted((r["nfe"], scale * r[metric]) for r in res["rows"] if r["sampler"] == label)
-            style = {"color": "black", "lw": 2} if label == "bfn original" else {}
+            method = label.split()[0]
             if label == "bfn auto":
-                style = {"color": "tab:red", "lw": 2.2}
+                style = {"color": "tab:red", "lw": 2.4, "zorder": 5}
+            elif label == "bfn original":
+                style = {"color": "black", "lw": 2}
+            else:
+                colour = next(c for c in colours if c != plt.get_cmap("tab10").colors[3])
+                style = {"color": colour, "lw": 1.2, "ls": {"bfn": "-", "ddpm": "--", "fm": "-."}.get(method, "-")}
             if len(pts) == 1:
                 ax.axhline(pts[0][1], ls=":", color="grey", label=f"{label} @ {pts[0][0]}")
             else:
@@ -1132,6 +1140,8 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> Path:
         if real:
             ax.axhline(scale * real[metric], ls="--", color="green", lw=1, label="real data")
         ax.set_xscale("log")
+        if metric == "fid":  # the original sampler's few-call FID is 10-100x the rest
+            ax.set_yscale("log")
         ticks = sorted({*res["nfe_grid"], res["floor_nfe"]})
         ax.set_xticks(ticks, [str(n) for n in ticks])
         ax.minorticks_off()
